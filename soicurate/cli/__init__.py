@@ -5,6 +5,7 @@ that `soicurate --help` starts fast."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -39,9 +40,16 @@ class LazyGroup(click.Group):
         except SoicurateError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except FileExistsError as exc:
+        except (FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # never a bare traceback: one line, and the traceback on request
+            if os.environ.get("SOICURATE_DEBUG"):
+                raise
+            click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (set SOICURATE_DEBUG=1 for the traceback)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
