@@ -26,7 +26,6 @@ def import_log(source, run_dir, force, quiet, **table_opts):
       soicurate import dynamics.parquet runs/imported --id-col idx --gold-col label --logits-col logits
       soicurate import preds.csv runs/imported --prob-col p1 --group-col source
     """
-    import shutil
     from pathlib import Path
 
     from soicurate.errors import UsageError
@@ -36,23 +35,21 @@ def import_log(source, run_dir, force, quiet, **table_opts):
     pop_table_options(table_opts)
     mapping = mapping_from_options(table_opts)
     out = Path(run_dir)
-    if out.exists():
-        if not force:
-            raise UsageError(f"{out}: already exists (use --force to replace it)")
-        shutil.rmtree(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists (use --force to replace it)")
     kind = detect_format(source)
     if kind == "native":
         raise UsageError(f"{source}: is already a soicurate run directory")
     if kind == "cartography":
         from soicurate.recording.adapters.cartography import import_cartography
 
-        import_cartography(source, out)
+        import_cartography(source, out, overwrite=force)
     else:
         from soicurate.recording.adapters.table import import_table
 
         if mapping is None:
             raise click.UsageError("a table needs a probability column: --probs-col, --logits-col, --prob-col or --pred-col with --p-gold-col")
-        import_table(source, out, mapping)
+        import_table(source, out, mapping, overwrite=force)
     reader = RunReader(out)
     for _ in reader.iter_blocks():
         pass

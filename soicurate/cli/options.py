@@ -19,6 +19,7 @@ _TABLE_OPTIONS = [
     click.option("--margin-col", default=None, help="Table: margin column (gold logit minus best other)."),
     click.option("--group-col", "group_cols", multiple=True, help="Table: source/task/language column to keep (repeatable)."),
     click.option("--label-names", default=None, help="Comma-separated label names, in label-index order."),
+    click.option("--num-labels", type=click.IntRange(2), default=None, help="Table: number of labels (else from the data)."),
 ]
 
 
@@ -34,6 +35,7 @@ def mapping_from_options(opts: dict):
     sources = [opts.get(k) for k in ("probs_col", "logits_col", "pred_col", "p_gold_col", "prob_col")]
     if not any(sources):
         return None
+    from soicurate.errors import UsageError
     from soicurate.recording.adapters.table import TableMapping
 
     names = opts.get("label_names")
@@ -51,15 +53,16 @@ def mapping_from_options(opts: dict):
             margin=opts.get("margin_col"),
             groups=tuple(opts.get("group_cols") or ()),
             label_names=[n.strip() for n in names.split(",")] if names else None,
+            num_labels=opts.get("num_labels"),
         )
-    except ValueError as exc:
+    except (ValueError, UsageError) as exc:
         raise click.UsageError(str(exc)) from None
 
 
 def pop_table_options(kwargs: dict) -> dict:
     """Remove the table options from a command's kwargs and return them."""
     keys = ["id_col", "epoch_col", "gold_col", "probs_col", "logits_col", "pred_col", "p_gold_col", "prob_col",
-            "loss_col", "margin_col", "group_cols", "label_names"]  # fmt: skip
+            "loss_col", "margin_col", "group_cols", "label_names", "num_labels"]  # fmt: skip
     return {k: kwargs.pop(k) for k in keys if k in kwargs}
 
 

@@ -109,7 +109,7 @@ def _arrow_table(ids, labels, label_names, groups, stats, schema):
     cols = {
         "example_id": pa.array(ids, pa.int64()),
         "label": pa.array(labels, pa.int32()),
-        "label_name": pa.array(np.asarray(label_names, dtype=object)[labels], pa.string()),
+        "label_name": _names(label_names, labels),
     }
     for g, values in groups.items():
         cols[g] = pa.array(values.astype(str) if values.dtype.kind not in "OUS" else values, pa.string())
@@ -121,20 +121,44 @@ def _arrow_table(ids, labels, label_names, groups, stats, schema):
             cols[k] = pa.array(v, pa.float64(), mask=np.isnan(v))
         else:
             cols[k] = pa.array(v, schema.field(k).type)
-    names = np.asarray(CATEGORIES, dtype=object)
-    cols["category"] = pa.array(names[stats["category"]], pa.string())
+    cols["category"] = _names(CATEGORIES, stats["category"])
     if "category_agreement" in stats:
         cols["category_agreement"] = pa.array(stats["category_agreement"], pa.float64())
         cols["confidence_std"] = pa.array(stats["confidence_std"], pa.float64())
         cols["variability_std"] = pa.array(stats["variability_std"], pa.float64())
         cols["n_runs"] = pa.array(stats["n_runs"], pa.int32())
         rc = stats["run_categories"]
-        flat = pa.array(names[rc.reshape(-1)], pa.string())
+        flat = _names(CATEGORIES, rc.reshape(-1))
         cols["run_categories"] = pa.FixedSizeListArray.from_arrays(flat, rc.shape[1])
     return pa.table(cols, schema=schema)
 
 
-def _schema(group_columns: Sequence[str], n_runs: int):
+def _names(names: Sequence[str], codes: np.ndarray):
+    """A string array of names[codes], built in Arrow (no per-row Python strings)."""
+    import pyarrow as pa
+
+    return pa.array(list(names), pa.string()).take(pa.array(codes))
+
+
+def _dictionary_columns(schema) -> list[str]:
+    """Parquet column paths worth a dictionary: strings (labels, groups, categories) and the
+    int32 counts (at most E + 1 distinct values).
+
+    By default Parquet tries a dictionary for every column and falls back for high-cardinality
+    ones, which doubled the time spent writing the float statistics.
+    """
+    import pyarrow as pa
+
+    paths = []
+    for f in schema:
+        if pa.types.is_string(f.type) or pa.types.is_int32(f.type):
+            paths.append(f.name)
+        elif pa.types.is_fixed_size_list(f.type):
+            paths.append(f"{f.name}.list.element")
+    return paths
+
+
+def _schema(carry_columns: Sequence[str], n_runs: int):
     import pyarrow as pa
 
     multi = n_runs > 1
@@ -142,7 +166,7 @@ def _schema(group_columns: Sequence[str], n_runs: int):
         ("example_id", pa.int64()),
         ("label", pa.int32()),
         ("label_name", pa.string()),
-        *[(g, pa.string()) for g in group_columns],
+        *[(g, pa.string()) for g in carry_columns],
         ("epochs_seen", pa.int32()),
         ("confidence", pa.float64()),
         ("variability", pa.float64()),
@@ -168,15 +192,15 @@ def _schema(group_columns: Sequence[str], n_runs: int):
     return pa.schema(fields)
 
 
-def _open_readers(runs) -> list[RunReader]:
+def _open_readers(runs, mapping=None) -> list[RunReader]:
     from soicurate.profiling.sources import open_run
 
-    if isinstance(runs, (str, os.PathLike)):
+    if isinstance(runs, (str, os.PathLike, RunReader)):
         runs = [runs]
     runs = list(runs)
     if not runs:
         raise UsageError("no run directories given")
-    return [r if isinstance(r, RunReader) else open_run(r) for r in runs]
+    return [r if isinstance(r, RunReader) else open_run(r, mapping) for r in runs]
 
 
 def _check_compatible(readers: list[RunReader]) -> None:
@@ -199,20 +223,22 @@ def write_profile(
     regions: RegionRule | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: bool = False,
+    mapping=None,
 ) -> ProfileSummary:
     """Profile `runs` (one or several run directories of the same examples) into `output`.
 
     Returns the summary (counts per category, label, group and region). Memory is bounded by
-    `block_rows`; the output appears only when complete.
+    `block_rows`; the output appears only when complete. `mapping` (a TableMapping) is
+    needed only for long tables.
     """
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
     regions = regions or RegionRule()
-    readers = _open_readers(runs)
+    readers = _open_readers(runs, mapping)
     _check_compatible(readers)
     first = readers[0]
     groups = first.group_columns
-    schema = _schema(groups, len(readers))
+    schema = _schema(first.carry_columns, len(readers))
     summary = ProfileSummary(label_names=first.label_names, group_columns=groups, late_fraction=late_fraction)
     summary.runs = [
         {"run_dir": str(r.run_dir), "run_id": r.manifest.run_id, "seed": r.manifest.seed, "model": r.manifest.model,
@@ -224,7 +250,9 @@ def write_profile(
     stage1 = temporary_sibling(output, ".stage1")
     bar = _progress(progress, first.num_examples * len(readers), "profiling")
     try:
-        with pq.ParquetWriter(stage1, schema) as writer:
+        # Stage one is an uncompressed Arrow IPC file (one record batch per block): writing and
+        # reading it back is a copy, where a Parquet stage cost a second encode and decode.
+        with pa.OSFile(str(stage1), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             iters = [r.iter_blocks(block_rows) for r in readers]
             while True:
                 blocks = [next(it, None) for it in iters]
@@ -234,7 +262,7 @@ def write_profile(
                 b0 = blocks[0]
                 stats = combine_runs([compute_block(b, late_fraction) for b in blocks])
                 hist.add(stats["confidence"], stats["variability"])
-                summary.add(stats["category"], b0.gold, b0.groups)
+                summary.add(stats["category"], b0.gold, {g: b0.groups[g] for g in groups})
                 writer.write_table(_arrow_table(b0.example_id, b0.gold, first.label_names, b0.groups, stats, schema))
                 bar.update(b0.n * len(readers))
         bar.close()
@@ -253,21 +281,42 @@ def _add_regions(stage1: Path, output: Path, v_thr: float, c_thr: float, summary
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(stage1)
     meta = {"late_fraction": summary.late_fraction, "region_thresholds": summary.thresholds, "runs": summary.runs,
             "label_names": summary.label_names, "group_columns": summary.group_columns}  # fmt: skip
-    schema = pf.schema_arrow.append(pa.field("region", pa.string()))
-    schema = schema.with_metadata({PROFILE_METADATA_KEY: json.dumps(meta).encode()})
-    names = np.asarray(REGIONS, dtype=object)
-    with atomic_path(output) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for batch in pf.iter_batches(batch_size=DEFAULT_BLOCK_ROWS):
-                conf = batch.column("confidence").to_numpy()
-                var = batch.column("variability").to_numpy()
+    with pa.OSFile(str(stage1), "rb") as source, atomic_path(output) as tmp:
+        reader = pa.ipc.open_file(source)
+        schema = reader.schema.append(pa.field("region", pa.string()))
+        schema = schema.with_metadata({PROFILE_METADATA_KEY: json.dumps(meta).encode()})
+        with pq.ParquetWriter(tmp, schema, use_dictionary=_dictionary_columns(schema)) as writer:
+            for table in _regrouped(reader, DEFAULT_BLOCK_ROWS):
+                conf = table.column("confidence").to_numpy()
+                var = table.column("variability").to_numpy()
                 codes = region_codes(conf, var, v_thr, c_thr)
                 summary.region_counts += np.bincount(codes, minlength=len(REGIONS))
-                table = pa.Table.from_batches([batch]).append_column("region", pa.array(names[codes], pa.string()))
+                table = table.append_column("region", _names(REGIONS, codes))
                 writer.write_table(table.replace_schema_metadata(schema.metadata))
+
+
+def _regrouped(reader, rows: int):
+    """Tables of exactly `rows` rows (the last may be shorter) from an Arrow IPC file reader,
+    one batch in memory at a time, so the profile's row groups do not depend on block_rows."""
+    import pyarrow as pa
+
+    pending: list = []
+    count = 0
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending, schema=reader.schema)
+            yield table.slice(0, rows)
+            count -= rows
+            pending = table.slice(rows).to_batches() if count else []
+    if count:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
 
 
 def _check_same_examples(readers: list[RunReader], blocks: list[Block | None]) -> None:
@@ -316,13 +365,16 @@ def profile(
     regions: RegionRule | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: bool = False,
+    mapping=None,
 ):
     """Profile one or several runs and return the per-example table as a polars DataFrame.
 
-    `runs` is a run directory (or a Cartography training_dynamics directory), or a list of
-    them for several seeds of the same data. See write_profile for a bounded-memory file.
+    `runs` is a run directory, a RunReader, a Cartography directory or a long table (with
+    `mapping`), or a list of them for several seeds of the same data. See write_profile for
+    a bounded-memory file.
     """
     with tempfile.TemporaryDirectory(prefix="soicurate-profile-") as tmp:
         path = Path(tmp) / "profile.parquet"
-        write_profile(runs, path, late_fraction=late_fraction, regions=regions, block_rows=block_rows, progress=progress)
+        write_profile(runs, path, late_fraction=late_fraction, regions=regions, block_rows=block_rows, progress=progress,
+                      mapping=mapping)
         return read_profile(path)

@@ -26,6 +26,7 @@ from soicurate.recording.manifest import (
 )
 
 DEFAULT_BLOCK_ROWS = 1 << 18
+CARRIED_COLUMNS = ("guid",)  # examples.parquet columns a profile keeps besides the group columns
 
 _PROBLEMS = {
     kernels.GOLD_OUT_OF_RANGE: "gold label {gold} out of range (run has {k} labels: 0..{kmax})",
@@ -49,7 +50,7 @@ class Block:
     p_gold: np.ndarray  # (E, n) float32
     loss: np.ndarray  # (E, n) float32
     margin: np.ndarray | None  # (E, n) float32
-    groups: dict[str, np.ndarray]
+    groups: dict[str, np.ndarray]  # group columns and carried columns (guid) of examples.parquet
 
     @property
     def n(self) -> int:
@@ -67,8 +68,7 @@ class RunReader:
         self.has_margin = all(self._has_column(paths, "margin") for paths in self.files.values())
         self.examples_path = self.run_dir / EXAMPLES_NAME
         self.group_columns = list(self.manifest.group_columns) if self.examples_path.exists() else []
-        if self.group_columns:
-            self._check_examples_file()
+        self.carry_columns = self._check_examples_file() if self.examples_path.exists() else []
 
     # -- structure -----------------------------------------------------------------------
     @property
@@ -176,7 +176,8 @@ class RunReader:
                 )
         return int(expected)
 
-    def _check_examples_file(self) -> None:
+    def _check_examples_file(self) -> list[str]:
+        """Group columns plus `guid` (original string ids) when present: carried to profiles."""
         pf = self._open(self.examples_path)
         names = pf.schema_arrow.names
         for col in ["example_id", *self.group_columns]:
@@ -186,6 +187,7 @@ class RunReader:
             raise LogFormatError(
                 self.examples_path, f"has {pf.metadata.num_rows} rows but the epochs have {self.num_examples}"
             )
+        return [*self.group_columns, *[c for c in CARRIED_COLUMNS if c in names and c not in self.group_columns]]
 
     # -- blocks ----------------------------------------------------------------------------
     def iter_blocks(self, block_rows: int = DEFAULT_BLOCK_ROWS, epochs: Sequence[int] | None = None) -> Iterator[Block]:
@@ -197,8 +199,8 @@ class RunReader:
         cols = ["example_id", "gold", "pred", "p_gold", "loss"] + (["margin"] if self.has_margin else [])
         streams = [column_stream(self.files[e], cols, block_rows) for e in epochs]
         ex_stream = (
-            column_stream([self.examples_path], ["example_id", *self.group_columns], block_rows)
-            if self.group_columns
+            column_stream([self.examples_path], ["example_id", *self.carry_columns], block_rows)
+            if self.carry_columns
             else None
         )
         E = len(epochs)
@@ -236,7 +238,7 @@ class RunReader:
                 if ex is None or len(ex["example_id"]) != n or not np.array_equal(ex["example_id"], ids):
                     j = 0 if ex is None else _first_mismatch(ex["example_id"], ids)
                     raise LogFormatError(self.examples_path, "example ids differ from the epoch files'", row=row + j)
-                groups = {c: ex[c] for c in self.group_columns}
+                groups = {c: ex[c] for c in self.carry_columns}
             prev_last = ids[-1]
             yield Block(row, ids, gold[0].copy(), pred, p_gold, loss, margin if self.has_margin else None, groups)
             row += n

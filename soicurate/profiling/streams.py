@@ -20,19 +20,44 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[Ch
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer=False: the default (True) reads every selected column chunk of the whole
+        # file into memory before the first batch, so memory grew with the file, not the block.
+        # buffer_size streams each column chunk in 1 MiB reads, bounding memory for files with
+        # very large row groups too.
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        strings = _string_columns(pf.schema_arrow, columns)
+        if strings:
+            # Strings (group columns such as source) are read as dictionary arrays: making one
+            # Python object per distinct value and indexing is far faster than one per row.
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=strings)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns), use_threads=True):
             chunk = {}
             for name, col in zip(batch.schema.names, batch.columns):
                 if col.null_count:
                     first = col.is_null().to_numpy(zero_copy_only=False).argmax()
                     raise LogFormatError(path, f"column {name} has missing (null) values", row=None if first is None else int(first))
-                chunk[name] = col.to_numpy(zero_copy_only=False)
+                chunk[name] = _to_numpy(col)
             yield chunk
     except LogFormatError:
         raise
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt data
         raise LogFormatError(path, f"cannot read Parquet data ({str(exc).splitlines()[0]})") from None
+
+
+def _string_columns(schema, columns: Sequence[str]) -> list[str]:
+    import pyarrow as pa
+
+    kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    return [c for c in columns if c in schema.names and any(k(schema.field(c).type) for k in kinds)]
+
+
+def _to_numpy(col) -> np.ndarray:
+    """A column without nulls as numpy (dictionary arrays decoded: strings become objects)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        return col.dictionary.to_numpy(zero_copy_only=False)[col.indices.to_numpy(zero_copy_only=False)]
+    return col.to_numpy(zero_copy_only=False)
 
 
 def _concat(chunks: list[Chunk]) -> Chunk:

@@ -88,7 +88,9 @@ class DynamicsWriter:
         self.store_probs = store_probs
         self._chunks: list[dict[str, np.ndarray]] = []
         manifest_path = self.run_dir / MANIFEST_NAME
-        if manifest_path.exists():
+        # Only the main rank owns the manifest: in distributed training rank 0 may already have
+        # written it when another rank starts, which is not a clash (that rank never saves it).
+        if manifest_path.exists() and (resume or self.is_main):
             if not resume:
                 raise UsageError(
                     f"{self.run_dir}: already holds a dynamics run; resume it or choose another directory"
@@ -162,8 +164,12 @@ class DynamicsWriter:
         """Drop the rows buffered since the last end_epoch (an interrupted epoch)."""
         self._chunks = []
 
-    def end_epoch(self, epoch: int | None = None) -> Path:
-        """Write the buffered rows as one epoch file (atomically) and record it in the manifest."""
+    def end_epoch(self, epoch: int | None = None, *, update_manifest: bool = True) -> Path:
+        """Write the buffered rows as one epoch file (atomically) and record it in the manifest.
+
+        `update_manifest=False` writes the file only: in distributed training the recorder has
+        rank 0 list the epoch in the manifest after every rank has written its file.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -188,9 +194,9 @@ class DynamicsWriter:
         path = self.run_dir / epoch_filename(epoch, rank)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-        if self.is_main:
-            if epoch not in self.manifest.epochs:
-                self.manifest.epochs = sorted([*self.manifest.epochs, epoch])
+        if epoch not in self.manifest.epochs:  # every rank tracks its epochs (for end_epoch())
+            self.manifest.epochs = sorted([*self.manifest.epochs, epoch])
+        if self.is_main and update_manifest:
             if self.manifest.num_examples is None and self.world_size == 1:
                 self.manifest.num_examples = len(ids)
             self.manifest.save(self.run_dir)
