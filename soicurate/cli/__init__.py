@@ -16,6 +16,7 @@ COMMANDS = {
     "example-log": "soicurate.cli.example_log:example_log",
     "import": "soicurate.cli.import_log:import_log",
     "profile": "soicurate.cli.profile:profile",
+    "train": "soicurate.cli.train:train",
 }
 
 

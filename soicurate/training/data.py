@@ -129,8 +129,9 @@ def encode_labels(ds, label_column: str, label_names: Sequence[str], source: str
         if key not in index:
             raise UsageError(f"{source}: row {row}: label {v!r} is not one of {', '.join(label_names)}")
         labels.append(index[key])
-    if "labels" in ds.column_names:
-        ds = ds.remove_columns("labels")
+    # The original column goes: collators turn a "label" column into "labels" too, and a
+    # string label would break batching.
+    ds = ds.remove_columns([c for c in {label_column, "labels"} if c in ds.column_names])
     return ds.add_column("labels", labels)
 
 

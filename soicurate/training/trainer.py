@@ -1,0 +1,198 @@
+"""The bundled trainer (stage one): fine-tune a sequence classifier with transformers' Trainer
+and record its training dynamics.
+
+It is a thin layer on `transformers.Trainer` on purpose, so that it is as fast as a plain
+Trainer run (dynamic padding per batch, optional length grouping) and behaves as users expect
+(checkpoints, resume, mixed precision, distributed launchers). Separate seeds govern the
+classification head's initialisation (`seed`) and the data order (`data_seed`), as Dodge et
+al. (2020) separate them.
+
+Output directory::
+
+    OUTPUT_DIR/model/          the final model and tokenizer (save_pretrained)
+    OUTPUT_DIR/dynamics/       the dynamics run directory (unless record = none)
+    OUTPUT_DIR/checkpoints/    Trainer checkpoints (for resume)
+    OUTPUT_DIR/metrics.json    per-epoch evaluation metrics, timings, the resolved config
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from soicurate.atomic import write_text_atomic
+from soicurate.errors import UsageError
+from soicurate.training.config import TrainConfig
+from soicurate.training.data import DataSpec, encode_labels, label_names_of, load_split, tokenize, with_example_ids
+
+MODEL_SUBDIR = "model"
+DYNAMICS_SUBDIR = "dynamics"
+CHECKPOINT_SUBDIR = "checkpoints"
+METRICS_NAME = "metrics.json"
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:
+        raise UsageError(f"{name}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
+
+
+def load_classifier(name: str, label_names: list[str], seed: int):
+    """A sequence classifier with a fresh head of len(label_names) outputs, seeded by `seed`."""
+    from transformers import AutoModelForSequenceClassification, set_seed
+
+    set_seed(seed)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            ignore_mismatched_sizes=True,
+        )
+    except Exception as exc:
+        raise UsageError(f"{name}: cannot load model ({str(exc).splitlines()[0]})") from None
+
+
+def prepare_split(spec_text: str, tokenizer, config: TrainConfig, label_names, *, limit=None, seed=0):
+    """Load a data spec, add ids and labels, optionally subsample, tokenize."""
+    spec = DataSpec.parse(spec_text)
+    ds = load_split(spec)
+    ds = with_example_ids(ds, spec.name, spec.split, config.id_column)
+    ds = encode_labels(ds, config.label_column, label_names, spec.path)
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit)).sort("example_id")
+    return tokenize(ds, tokenizer, config.text_column, config.text_pair_column, config.max_length, spec.path)
+
+
+def _compute_metrics(eval_pred):
+    from soicurate.training.metrics import classification_metrics
+
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    return classification_metrics(logits, eval_pred.label_ids)
+
+
+def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tokenizer=None):
+    """A configured (Dynamics)Trainer and what it was built from; nothing is trained yet."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    config.validate()
+    out = Path(config.output_dir)
+    tokenizer = tokenizer or load_tokenizer(config.model)
+    raw_train = load_split(DataSpec.parse(config.train))
+    label_names = label_names_of(raw_train, config.label_column, config.label_names)
+    del raw_train
+    train_ds = prepare_split(config.train, tokenizer, config, label_names,
+                             limit=config.max_train_examples, seed=config.effective_data_seed)  # fmt: skip
+    eval_sets = {name: prepare_split(spec, tokenizer, config, label_names) for name, spec in config.eval.items()}
+    model = model or load_classifier(config.model, label_names, config.seed)
+    args = TrainingArguments(
+        output_dir=str(out / CHECKPOINT_SUBDIR),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        eval_strategy="epoch" if eval_sets else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_strategy="epoch",
+        seed=config.seed,
+        data_seed=config.effective_data_seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        fp16=config.fp16,
+        bf16=config.bf16,
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_sets or None,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics,
+    )
+    if config.record == "none":
+        trainer = Trainer(**common)
+    else:
+        from soicurate.recording.hf import DynamicsTrainer
+
+        trainer = DynamicsTrainer(
+            **common,
+            dynamics_dir=out / DYNAMICS_SUBDIR,
+            dynamics_mode=config.record,
+            dynamics_options={"label_names": label_names, "overwrite": not config.resume},
+        )
+    return trainer, train_ds, eval_sets, label_names
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> dict:
+    """Fine-tune, record dynamics, save the model and write metrics.json; returns the metrics."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(config.output_dir)
+    checkpoint_dir = out / CHECKPOINT_SUBDIR
+    resume_from = None
+    if config.resume:
+        resume_from = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+        if resume_from is None:
+            raise UsageError(f"{checkpoint_dir}: no checkpoint to resume from")
+    elif (out / METRICS_NAME).exists() or (out / DYNAMICS_SUBDIR / "manifest.json").exists():
+        raise UsageError(f"{out}: already holds a training run (use another --output-dir, or --resume)")
+    trainer, train_ds, eval_sets, label_names = build_trainer(config, progress=progress)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(out / MODEL_SUBDIR))
+    metrics = summarize(config, trainer.state.log_history, seconds, len(train_ds), label_names, eval_sets,
+                        result.metrics, trainer)  # fmt: skip
+    write_text_atomic(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def summarize(config, log_history, seconds, num_train, label_names, eval_sets, train_metrics, trainer) -> dict:
+    """Per-epoch evaluation metrics per evaluation set, timings and the resolved config."""
+    epochs: dict[int, dict] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        e = int(round(entry["epoch"]))
+        row = epochs.setdefault(e, {"epoch": e})
+        for key, value in entry.items():
+            for name in eval_sets:
+                for metric in ("accuracy", "macro_f1", "loss"):
+                    if key == f"eval_{name}_{metric}" or (len(eval_sets) == 1 and key == f"eval_{metric}"):
+                        row.setdefault(name, {})[metric] = value
+            if key == "loss":
+                row["train_loss"] = value
+    per_epoch = [epochs[e] for e in sorted(epochs)]
+    final = {name: per_epoch[-1].get(name, {}) for name in eval_sets} if per_epoch else {}
+    dynamics = getattr(getattr(trainer, "dynamics", None), "recorder", None)
+    return {
+        "model": config.model,
+        "train": config.train,
+        "num_train_examples": num_train,
+        "label_names": label_names,
+        "seed": config.seed,
+        "data_seed": config.effective_data_seed,
+        "epochs": config.epochs,
+        "train_seconds": seconds,
+        "seconds_per_epoch": seconds / max(config.epochs, 1),
+        "train_samples_per_second": train_metrics.get("train_samples_per_second"),
+        "per_epoch": per_epoch,
+        "final": final,
+        "dynamics_dir": str(Path(config.output_dir) / DYNAMICS_SUBDIR) if dynamics is not None or config.record != "none" else None,
+        "model_dir": str(Path(config.output_dir) / MODEL_SUBDIR),
+        "config": config.to_dict(),
+    }
