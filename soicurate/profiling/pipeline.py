@@ -80,9 +80,10 @@ def combine_runs(per_run: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     R = len(per_run)
     stack = lambda k: np.stack([r[k] for r in per_run])  # noqa: E731
     out: dict[str, np.ndarray] = {}
-    for k in ("confidence", "variability", "correctness", "mean_loss", "mean_margin", "threshold_closeness",
+    for k in ("confidence", "variability", "correctness", "mean_loss", "mean_margin",
               "forgetting_events", "learning_events"):  # fmt: skip
         out[k] = stack(k).astype(np.float64).mean(axis=0)
+    out["threshold_closeness"] = out["confidence"] * (1.0 - out["confidence"])
     first = stack("first_learned_epoch").astype(np.float64)
     learned = first > 0
     with np.errstate(invalid="ignore"):
