@@ -13,6 +13,7 @@ import click
 from soicurate import __version__
 
 COMMANDS = {
+    "datamap": "soicurate.cli.datamap:datamap",
     "example-log": "soicurate.cli.example_log:example_log",
     "import": "soicurate.cli.import_log:import_log",
     "profile": "soicurate.cli.profile:profile",

@@ -1,0 +1,1 @@
+"""Reporting: pictures and reports people look at (data maps, SOI distributions)."""
