@@ -194,12 +194,15 @@ class DynamicsWriter:
         path = self.run_dir / epoch_filename(epoch, rank)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-        if epoch not in self.manifest.epochs:  # every rank tracks its epochs (for end_epoch())
-            self.manifest.epochs = sorted([*self.manifest.epochs, epoch])
         if self.is_main and update_manifest:
+            if epoch not in self.manifest.epochs:
+                self.manifest.epochs = sorted([*self.manifest.epochs, epoch])
             if self.manifest.num_examples is None and self.world_size == 1:
                 self.manifest.num_examples = len(ids)
             self.manifest.save(self.run_dir)
+        elif not self.is_main and epoch not in self.manifest.epochs:
+            # other ranks never save the manifest, but number their epochs for end_epoch()
+            self.manifest.epochs = sorted([*self.manifest.epochs, epoch])
         return path
 
     def write_examples(self, example_ids, columns: Mapping[str, Sequence], groups: Sequence[str] | None = None) -> Path:
