@@ -20,6 +20,7 @@ _LAZY = {
     "DynamicsTrainerMixin": ("soicurate.recording.hf", "DynamicsTrainerMixin"),
     "DynamicsCallback": ("soicurate.recording.hf", "DynamicsCallback"),
     "Manifest": ("soicurate.recording.manifest", "Manifest"),
+    "curate": ("soicurate.curation", "curate"),
     "CATEGORIES": ("soicurate.profiling.soi", "CATEGORIES"),
     "REGIONS": ("soicurate.profiling.regions", "REGIONS"),
 }

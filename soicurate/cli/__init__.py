@@ -13,10 +13,12 @@ import click
 from soicurate import __version__
 
 COMMANDS = {
+    "curate": "soicurate.cli.curate:curate",
     "datamap": "soicurate.cli.datamap:datamap",
     "example-log": "soicurate.cli.example_log:example_log",
     "import": "soicurate.cli.import_log:import_log",
     "profile": "soicurate.cli.profile:profile",
+    "push": "soicurate.cli.push:push",
     "train": "soicurate.cli.train:train",
 }
 
