@@ -16,7 +16,7 @@ import numpy as np
 
 from soicurate.errors import LogFormatError
 from soicurate.profiling import kernels
-from soicurate.profiling.streams import column_stream
+from soicurate.profiling.streams import column_stream, next_chunks, parallel_map
 from soicurate.recording.manifest import (
     EXAMPLES_NAME,
     REQUIRED_COLUMNS,
@@ -208,7 +208,7 @@ class RunReader:
         row = 0
         prev_last = None
         while True:
-            chunks = [next(s, None) for s in streams]
+            chunks = next_chunks(streams)
             if chunks[0] is None:
                 break
             n = len(chunks[0]["example_id"])
@@ -219,13 +219,17 @@ class RunReader:
             p_gold = np.empty((E, n), dtype=np.float32)
             loss = np.empty((E, n), dtype=np.float32)
             margin = np.empty((E, n), dtype=np.float32) if self.has_margin else np.empty((0, 0), dtype=np.float32)
-            for e, ch in enumerate(chunks):
+
+            def fill(e: int) -> None:
+                ch = chunks[e]
                 gold[e] = ch["gold"]
                 pred[e] = ch["pred"]
                 p_gold[e] = ch["p_gold"]
                 loss[e] = ch["loss"]
                 if self.has_margin:
                     margin[e] = ch["margin"]
+
+            parallel_map(fill, range(E))
             codes = np.empty(n, dtype=np.int8)
             where = np.empty(n, dtype=np.int32)
             kernels.validate_block(gold, pred, p_gold, loss, margin, self.has_margin, k, codes, where)

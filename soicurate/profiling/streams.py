@@ -25,10 +25,11 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[Ch
         # buffer_size streams each column chunk in 1 MiB reads, bounding memory for files with
         # very large row groups too.
         pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-        strings = _string_columns(pf.schema_arrow, columns)
+        strings = _dictionary_strings(pf, columns)
         if strings:
-            # Strings (group columns such as source) are read as dictionary arrays: making one
-            # Python object per distinct value and indexing is far faster than one per row.
+            # Dictionary-encoded strings (group columns such as source) are read as dictionary
+            # arrays: one Python object per distinct value, then indexing, is far faster than
+            # one per row. Strings that are mostly distinct (guid) are read as they are.
             pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=strings)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns), use_threads=True):
             chunk = {}
@@ -44,11 +45,23 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[Ch
         raise LogFormatError(path, f"cannot read Parquet data ({str(exc).splitlines()[0]})") from None
 
 
-def _string_columns(schema, columns: Sequence[str]) -> list[str]:
+def _dictionary_strings(pf, columns: Sequence[str]) -> list[str]:
+    """String columns whose first row group is dictionary-encoded (a dictionary page, and data
+    pages of a few bytes per value: indices, not the strings themselves)."""
     import pyarrow as pa
 
     kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
-    return [c for c in columns if c in schema.names and any(k(schema.field(c).type) for k in kinds)]
+    schema = pf.schema_arrow
+    wanted = {c for c in columns if c in schema.names and any(k(schema.field(c).type) for k in kinds)}
+    if not wanted or pf.metadata.num_row_groups == 0:
+        return []
+    rg = pf.metadata.row_group(0)
+    out = []
+    for i in range(rg.num_columns):
+        col = rg.column(i)
+        if col.path_in_schema in wanted and col.has_dictionary_page and col.total_uncompressed_size < 4 * max(col.num_values, 1):
+            out.append(col.path_in_schema)
+    return out
 
 
 def _to_numpy(col) -> np.ndarray:
@@ -120,6 +133,41 @@ def merge_sorted(streams: list[Iterator[Chunk]]) -> Iterator[Chunk]:
             order = np.argsort(merged["example_id"], kind="stable")
             merged = {k: v[order] for k, v in merged.items()}
         yield merged
+
+
+_POOL = None
+_POOL_PID = None
+
+
+def _pool():
+    """A process-wide thread pool (re-created after a fork, whose child has no threads)."""
+    global _POOL, _POOL_PID
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL is None or _POOL_PID != os.getpid():
+        _POOL = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 1)), thread_name_prefix="soicurate-read")
+        _POOL_PID = os.getpid()
+    return _POOL
+
+
+def parallel_map(fn, items: Sequence) -> list:
+    """[fn(x) for x in items], run on threads (pyarrow decoding and numpy copies release the
+    GIL). Every call finishes before anything is raised; the first exception in item order is
+    raised, exactly as the sequential loop would raise it."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import wait
+
+    futures = [_pool().submit(fn, x) for x in items]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def next_chunks(streams: Sequence[Iterator[Chunk]]) -> list[Chunk | None]:
+    """The next chunk of every stream (None for an exhausted one), streams read in parallel."""
+    return parallel_map(lambda s: next(s, None), streams)
 
 
 def column_stream(paths: Sequence[Path], columns: Sequence[str], rows: int) -> Iterator[Chunk]:
