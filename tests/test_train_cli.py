@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 
-import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from soicurate.cli import main
-from tiny_model import make_model, make_texts, make_tokenizer
+from tiny_model import save_assets
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
-    model_dir = root / "tiny-bert"
-    make_model().save_pretrained(model_dir)
-    make_tokenizer().save_pretrained(model_dir)
-    for name, n, seed in (("train", 80, 0), ("test", 40, 1), ("ood", 30, 2)):
-        texts, labels, sources = make_texts(n, seed)
-        pl.DataFrame({"sentence": texts, "label": ["neg" if y == 0 else "pos" for y in labels], "source": sources}).write_csv(
-            root / f"{name}.csv"
-        )
-    return root, model_dir
+    return root, save_assets(root)
 
 
 def run(args):

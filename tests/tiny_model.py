@@ -179,3 +179,21 @@ def predict(model, tokenizer, dataset, batch_size: int = 32):
             p_gold.append(probs.gather(1, gold[:, None]).squeeze(1).numpy())
             pred.append(logits.argmax(-1).numpy())
     return np.asarray(ids, np.int64), np.concatenate(p_gold), np.concatenate(pred)
+
+
+def save_assets(root, splits=(("train", 80, 0), ("test", 40, 1), ("ood", 30, 2))):
+    """A tiny model + tokenizer directory and CSV files (sentence, label names, source) on disk,
+    for tests that drive `soicurate train` the way a user would. Returns the model directory."""
+    from pathlib import Path
+
+    import polars as pl
+
+    root = Path(root)
+    model_dir = root / "tiny-bert"
+    make_model().save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    for name, n, seed in splits:
+        texts, labels, sources = make_texts(n, seed)
+        names = ["neg" if y == 0 else "pos" for y in labels]
+        pl.DataFrame({"sentence": texts, "label": names, "source": sources}).write_csv(root / f"{name}.csv")
+    return model_dir

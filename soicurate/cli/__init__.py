@@ -20,6 +20,7 @@ COMMANDS = {
     "profile": "soicurate.cli.profile:profile",
     "push": "soicurate.cli.push:push",
     "train": "soicurate.cli.train:train",
+    "two-stage": "soicurate.cli.two_stage:two_stage",
 }
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     fp16: bool = False
     bf16: bool = False
     max_train_examples: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
     resume: bool = False
 
     def validate(self) -> "TrainConfig":

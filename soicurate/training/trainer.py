@@ -58,11 +58,14 @@ def load_classifier(name: str, label_names: list[str], seed: int):
         raise UsageError(f"{name}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 
-def prepare_split(spec_text: str, tokenizer, config: TrainConfig, label_names, *, limit=None, seed=0):
-    """Load a data spec, add ids and labels, optionally subsample, tokenize."""
+def prepare_split(spec_text: str, tokenizer, config: TrainConfig, label_names, *, limit=None, seed=0, id_column=None):
+    """Load a data spec, add ids and labels, optionally subsample, tokenize.
+
+    `id_column` (the config's, for the training set) names the id column; evaluation sets
+    find theirs (example_id/id/idx/guid) or get stable row hashes."""
     spec = DataSpec.parse(spec_text)
     ds = load_split(spec)
-    ds = with_example_ids(ds, spec.name, spec.split, config.id_column)
+    ds = with_example_ids(ds, spec.name, spec.split, id_column)
     ds = encode_labels(ds, config.label_column, label_names, spec.path)
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit)).sort("example_id")
@@ -87,13 +90,14 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
     raw_train = load_split(DataSpec.parse(config.train))
     label_names = label_names_of(raw_train, config.label_column, config.label_names)
     del raw_train
-    train_ds = prepare_split(config.train, tokenizer, config, label_names,
-                             limit=config.max_train_examples, seed=config.effective_data_seed)  # fmt: skip
+    train_ds = prepare_split(config.train, tokenizer, config, label_names, limit=config.max_train_examples,
+                             seed=config.effective_data_seed, id_column=config.id_column)  # fmt: skip
     eval_sets = {name: prepare_split(spec, tokenizer, config, label_names) for name, spec in config.eval.items()}
     model = model or load_classifier(config.model, label_names, config.seed)
     args = TrainingArguments(
         output_dir=str(out / CHECKPOINT_SUBDIR),
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps else -1,
         learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
