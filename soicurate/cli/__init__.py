@@ -15,6 +15,7 @@ from soicurate import __version__
 COMMANDS = {
     "curate": "soicurate.cli.curate:curate",
     "datamap": "soicurate.cli.datamap:datamap",
+    "demo": "soicurate.cli.demo:demo",
     "example-log": "soicurate.cli.example_log:example_log",
     "import": "soicurate.cli.import_log:import_log",
     "profile": "soicurate.cli.profile:profile",

@@ -40,6 +40,7 @@ def _eval_pairs(ctx, param, values):
 @click.option("--gradient-accumulation-steps", type=int, help="Accumulate gradients over this many batches.  [default: 1]")
 @click.option("--fp16", is_flag=True, default=None, help="Mixed precision fp16 (GPU).")
 @click.option("--bf16", is_flag=True, default=None, help="Mixed precision bf16.")
+@click.option("--evaluate", type=click.Choice(["epoch", "end"]), help="Evaluate the --eval sets after every epoch or only at the end.  [default: epoch]")
 @click.option("--max-train-examples", type=int, help="Train on a random subset of this size (fixed by the data seed).")
 @click.option("--resume", is_flag=True, default=None, help="Resume from the last checkpoint in OUTPUT_DIR/checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")

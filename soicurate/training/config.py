@@ -41,6 +41,7 @@ class TrainConfig:
     bf16: bool = False
     max_train_examples: int | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    evaluate: str = "epoch"  # evaluate the eval sets after every epoch, or only at the "end"
     resume: bool = False
 
     def validate(self) -> "TrainConfig":
@@ -61,6 +62,8 @@ class TrainConfig:
             raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.warmup < 0:
             raise UsageError(f"warmup must be >= 0, got {self.warmup}")
+        if self.evaluate not in ("epoch", "end"):
+            raise UsageError(f"evaluate must be 'epoch' or 'end', got {self.evaluate!r}")
         if self.fp16 and self.bf16:
             raise UsageError("choose fp16 or bf16, not both")
         return self

@@ -104,7 +104,7 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         warmup_steps=config.warmup,
         weight_decay=config.weight_decay,
-        eval_strategy="epoch" if eval_sets else "no",
+        eval_strategy="epoch" if eval_sets and config.evaluate == "epoch" else "no",
         save_strategy="epoch",
         save_total_limit=2,
         logging_strategy="epoch",
@@ -158,6 +158,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
+    if eval_sets and config.evaluate == "end":
+        trainer.evaluate()  # logs eval_<name>_* once, at the final epoch
     trainer.save_model(str(out / MODEL_SUBDIR))
     metrics = summarize(config, trainer.state.log_history, seconds, len(train_ds), label_names, eval_sets,
                         result.metrics, trainer)  # fmt: skip
