@@ -13,6 +13,8 @@ import click
 from soicurate import __version__
 
 COMMANDS = {
+    "audit": "soicurate.cli.audit:audit",
+    "compare": "soicurate.cli.compare:compare",
     "curate": "soicurate.cli.curate:curate",
     "datamap": "soicurate.cli.datamap:datamap",
     "demo": "soicurate.cli.demo:demo",
