@@ -12,11 +12,21 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temporary_sibling(path: str | Path, suffix: str = "") -> Path:
-    """A fresh temporary path next to `path` (same filesystem, so the rename is atomic)."""
+    """A fresh temporary path next to `path` (same filesystem, so the rename is atomic).
+
+    mkstemp creates it private (0600); it gets the permissions an ordinary new file would
+    have, so that the renamed output is readable as users expect."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(name)
 
@@ -50,6 +60,7 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False):
         raise FileExistsError(f"{path}: already exists (pass overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

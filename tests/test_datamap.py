@@ -46,3 +46,11 @@ def test_datamap_of_a_non_profile_fails_cleanly(tmp_path):
     bogus.write_text("not parquet")
     result = CliRunner().invoke(main, ["datamap", str(bogus), "-o", str(tmp_path / "m.png")])
     assert result.exit_code == 2 and "x.parquet" in result.stderr and not (tmp_path / "m.png").exists()
+
+
+def test_datamap_html_is_self_contained(tmp_path, profile_path):
+    out = tmp_path / "map.html"
+    result = CliRunner().invoke(main, ["datamap", str(profile_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    html = out.read_text()
+    assert "<canvas" in html and "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html

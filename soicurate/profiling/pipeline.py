@@ -242,7 +242,7 @@ def write_profile(
     schema = _schema(first.carry_columns, len(readers))
     summary = ProfileSummary(label_names=first.label_names, group_columns=groups, late_fraction=late_fraction)
     summary.runs = [
-        {"run_dir": str(r.run_dir), "run_id": r.manifest.run_id, "seed": r.manifest.seed, "model": r.manifest.model,
+        {"run_dir": str(r.run_dir.resolve()), "run_id": r.manifest.run_id, "seed": r.manifest.seed, "model": r.manifest.model,
          "epochs": r.epochs, "recorded_by": r.manifest.recorded_by}
         for r in readers
     ]  # fmt: skip
