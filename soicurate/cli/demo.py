@@ -36,8 +36,10 @@ def demo(output_dir, seeds, epochs, fresh, quiet):
 
     from soicurate.demo.data import cache_dir, minilm_path, polarity_splits
     from soicurate.training.config import TrainConfig
+    from soicurate.training.trainer import silence_libraries
     from soicurate.training.twostage import TwoStageConfig, format_table, run_two_stage
 
+    silence_libraries()
     start = time.perf_counter()
     out = Path(output_dir)
     if fresh and out.exists():

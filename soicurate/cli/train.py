@@ -66,7 +66,11 @@ def train(config_file, train_data, eval_data, label_names, as_json, quiet, **fla
     import json
 
     from soicurate.training.config import TrainConfig
+    from soicurate.training.trainer import silence_libraries
     from soicurate.training.trainer import train as run_training
+
+    if quiet or as_json:
+        silence_libraries()
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if train_data is not None:

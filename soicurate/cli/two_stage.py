@@ -43,6 +43,9 @@ def two_stage(config_file, output_dir, seeds, as_json, quiet):
 
     from soicurate.training.twostage import format_table, load_two_stage_config, run_two_stage
 
+    from soicurate.training.trainer import silence_libraries
+
+    silence_libraries()
     cfg = load_two_stage_config(config_file, output_dir=output_dir, seeds=seeds)
     log = (lambda msg: None) if quiet or as_json else (lambda msg: click.echo(msg, err=True))
     result = run_two_stage(cfg, progress=not quiet and not as_json, log=log)

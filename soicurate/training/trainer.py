@@ -32,6 +32,18 @@ CHECKPOINT_SUBDIR = "checkpoints"
 METRICS_NAME = "metrics.json"
 
 
+def silence_libraries() -> None:
+    """Turn off transformers' and datasets' info logs and progress bars (for --quiet runs and
+    the demo, whose own output should stay readable)."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
