@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "soicurate.cli.demo:demo",
     "example-log": "soicurate.cli.example_log:example_log",
     "import": "soicurate.cli.import_log:import_log",
+    "multi": "soicurate.cli.multi:multi",
     "profile": "soicurate.cli.profile:profile",
     "push": "soicurate.cli.push:push",
     "train": "soicurate.cli.train:train",
