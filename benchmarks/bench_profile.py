@@ -45,8 +45,8 @@ SPEEDUP_BUDGET = 500.0  # kernel over a per-example Python loop
 RSS_GROWTH_LIMIT = 1.25  # peak RSS at the largest size over the 10^6 one: "bounded by the block"
 
 GENERATOR = "soicurate.recording.synthetic.generate_run(seed=0, data_seed=1234, 2 labels, sources)"
-# Bytes on disk per example-epoch of a generated run (measured: 24.4 MB per 10^6 examples).
-BYTES_PER_EXAMPLE_EPOCH = 26
+# Bytes on disk per example-epoch of a generated run (measured: 12.4 MB per 10^6 examples).
+BYTES_PER_EXAMPLE_EPOCH = 13
 WARMUP_EXAMPLES = 2000
 
 
@@ -215,13 +215,18 @@ def child_e2e(spec: dict) -> dict:
         write_profile(spec["run"], out, block_rows=spec["block_rows"])
         result["cold_s"] = t_import + time.perf_counter() - t
         result["cold_on"] = "this run"
-    times = []
+    times, cpu = [], []
     for _ in range(spec["repeats"]):
         t = time.perf_counter()
+        c = time.process_time()
         summary = write_profile(spec["run"], out, block_rows=spec["block_rows"])
+        cpu.append(time.process_time() - c)
         times.append(time.perf_counter() - t)
-    result["warm_s"] = min(times)
+    best = int(np.argmin(times))
+    result["warm_s"] = times[best]
+    result["warm_cpu_s"] = cpu[best]  # CPU time of all the process's threads in that call
     result["warm_all_s"] = times
+    result["warm_all_cpu_s"] = cpu
     result["peak_rss_mib"] = _vm("VmHWM")
     result["num_examples"] = summary.num_examples
     result["output_bytes"] = out.stat().st_size
@@ -229,55 +234,108 @@ def child_e2e(spec: dict) -> dict:
     return result
 
 
-# (label, file name suffix, function) of the stages of write_profile, for --breakdown. Stages
-# run on worker threads are seen from the main thread as the time spent waiting for them.
-STAGES = [
-    ("open and check the run directory", "profiling/reader.py", "__init__"),
-    ("read + decode epoch Parquet (threads)", "profiling/streams.py", "next_chunks"),
-    ("copy into (E, n) block arrays (threads)", "profiling/streams.py", "parallel_map"),
-    ("read examples.parquet (group columns)", "profiling/streams.py", "rechunk"),
-    ("validate_block kernel", "profiling/kernels.py", "validate_block"),
-    ("compute_block (profile_block kernel)", "profiling/pipeline.py", "compute_block"),
-    ("summary.add (counts by label and group)", "profiling/summary.py", "add"),
-    ("region histograms", "profiling/regions.py", "add"),
-    ("build the Arrow table of a block", "profiling/pipeline.py", "_arrow_table"),
-    ("region pass: Parquet encode + write", "parquet/core.py", "write_table"),
-    ("region pass: read stage file, regions", "profiling/pipeline.py", "_add_regions"),
-]
-
-
 def child_breakdown(spec: dict) -> dict:
-    """Runs in the subprocess: cProfile one warm write_profile and add up its stages."""
-    import cProfile
-    import pstats
+    """Runs in the subprocess: the CPU time of each stage of write_profile, each run alone on
+    the same data (best of 3), next to one warm write_profile call. write_profile runs the
+    stages on several threads at once (reading ahead, writing behind), so its wall time is
+    below the sum; its CPU time is about the sum."""
+    import pyarrow as pa
 
-    from soicurate.profiling.pipeline import write_profile
+    from soicurate.profiling import kernels, pipeline
+    from soicurate.profiling.reader import RunReader
+    from soicurate.profiling.soi import late_start
+    from soicurate.profiling.streams import column_stream, next_chunks
 
     out = Path(spec["output"])
-    write_profile(spec["warmup_run"], out, block_rows=spec["block_rows"])
-    prof = cProfile.Profile()
+    rows = spec["block_rows"]
+    pipeline.write_profile(spec["warmup_run"], out, block_rows=rows)
+    reader = RunReader(spec["run"])
+    E = len(reader.epochs)
+    cols = ["example_id", "gold", "pred", "p_gold", "loss"] + (["margin"] if reader.has_margin else [])
+
+    def best(fn, repeats=3):
+        res = []
+        for _ in range(repeats):
+            c = time.process_time()
+            fn()
+            res.append(time.process_time() - c)
+        return min(res)
+
+    def decode():
+        streams = [column_stream(reader.files[e], cols, rows) for e in reader.epochs]
+        while next_chunks(streams)[0] is not None:
+            pass
+
+    def examples():
+        if reader.carry_columns:
+            for _ in column_stream([reader.examples_path], ["example_id", *reader.carry_columns], rows,
+                                   arrow=reader.carry_columns):  # fmt: skip
+                pass
+
+    blocks = list(reader._blocks(rows, late_fraction=0.25, arrow_groups=True, serial=True))
+
+    def copy_and_kernel():
+        for b in blocks:
+            n = b.n
+            arrays = [np.empty((E, n), a.dtype) for a in (b.pred, b.pred, b.p_gold, b.loss, b.p_gold)]
+            for e in range(E):  # the copies of each epoch's columns into the (E, n) block arrays
+                arrays[0][e] = b.gold
+                arrays[1][e] = b.pred[e]
+                arrays[2][e] = b.p_gold[e]
+                arrays[3][e] = b.loss[e]
+                arrays[4][e] = b.margin[e] if b.margin is not None else b.p_gold[e]
+            types = (np.float64, np.float64, np.float64, np.int32, np.int32, np.int32, np.bool_, np.float64,
+                     np.float64, np.int8, np.bool_, np.float64, np.bool_)  # fmt: skip
+            outs = [np.empty(n, t) for t in types]
+            kernels.profile_validated_block_serial(*arrays, b.margin is not None, len(reader.label_names),
+                                                   late_start(E), *outs)  # fmt: skip
+
+    summary = pipeline.ProfileSummary(label_names=reader.label_names, group_columns=reader.group_columns)
+    summary.thresholds = {"mode": "absolute", "fraction": None, "variability": 0.2, "confidence": 0.5}
+    final = pipeline._final_schema(pipeline._schema(reader.carry_columns, 1), summary)
+    names = pipeline._ProfileNames(reader.label_names, 1)
+    tables: list = []
+
+    def assemble():
+        tables.clear()
+        carried = {c: pipeline._Carried(c in reader.group_columns) for c in reader.carry_columns}
+        check = pipeline.RegionHistograms()
+        for b in blocks:
+            stats = pipeline.combine_runs([pipeline.compute_block(b, 0.25)])
+            check.add(stats["confidence"], stats["variability"])
+            codes = pipeline.region_codes(stats["confidence"], stats["variability"], 0.2, 0.5)
+            columns, group_codes = {}, {}
+            for c, conv in carried.items():
+                columns[c], g = conv.convert(b.groups[c])
+                if conv.group:
+                    group_codes[c] = (g, conv.values)
+            summary.add_coded(stats["category"], b.gold, group_codes)
+            tables.append(pipeline._profile_table(b.example_id, b.gold, columns, stats, codes, names, final))
+
+    def write():
+        sink = pipeline._ProfileSink(pa.BufferOutputStream(), final)
+        for t in tables:
+            sink.write(t)
+        sink.close()
+
+    stages = {
+        "region pre-pass: read p_gold, confidence/variability histograms": best(
+            lambda: pipeline._region_histograms([reader], rows)),
+        "read + decode the epoch Parquet files": best(decode),
+        "read examples.parquet (group columns)": best(examples),
+        "copy into (E, n) arrays + fused validate/profile kernel": best(copy_and_kernel),
+        "regions, counts, histogram check, Arrow table of each block": best(assemble),
+        "encode + write the profile Parquet": best(write),
+    }
+    blocks.clear()
+    tables.clear()
     t = time.perf_counter()
-    prof.enable()
-    write_profile(spec["run"], out, block_rows=spec["block_rows"])
-    prof.disable()
+    c = time.process_time()
+    pipeline.write_profile(spec["run"], out, block_rows=rows)
+    cpu = time.process_time() - c
     wall = time.perf_counter() - t
     out.unlink()
-    cum: dict[tuple[str, str], float] = {}
-    for (filename, _, name), (_, _, _, ct, _) in pstats.Stats(prof).stats.items():
-        for _, suffix, func in STAGES:
-            if filename.replace(os.sep, "/").endswith(suffix) and name == func:
-                cum[(suffix, func)] = cum.get((suffix, func), 0.0) + ct
-    get = lambda suffix, func: cum.get((suffix, func), 0.0)  # noqa: E731
-    stages = {}
-    for label, suffix, func in STAGES:
-        v = get(suffix, func)
-        if func == "parallel_map":  # parallel_map also runs next_chunks' reads
-            v -= get("profiling/streams.py", "next_chunks")
-        if func == "_add_regions":
-            v -= get("parquet/core.py", "write_table")
-        stages[label] = max(v, 0.0)
-    stages["other (stage-1 Arrow IPC write, bookkeeping)"] = max(wall - sum(stages.values()), 0.0)
-    return {"wall_s": wall, "stages": stages}
+    return {"wall_s": wall, "cpu_s": cpu, "stages": stages}
 
 
 def run_child(spec: dict, env: dict | None = None) -> dict:
@@ -339,9 +397,18 @@ def time_kernels(blocks, repeats: int) -> dict:
         for b, margin, _, _, gold, codes, where in prepared:
             kernels.validate_block(gold, b.pred, b.p_gold, b.loss, margin, b.margin is not None, 2, codes, where)
 
+    extras = [(np.empty(b.n, np.bool_), np.empty(b.n, np.float64), np.empty(b.n, np.bool_)) for b in blocks]
+
+    def all_fused():
+        for (b, margin, start, outs, gold, _, _), extra in zip(prepared, extras):
+            kernels.profile_validated_block(gold, b.pred, b.p_gold, b.loss, margin, b.margin is not None, 2, start,
+                                            *outs, *extra)  # fmt: skip
+
     all_profile()
     all_validate()
-    return {"compute_block_s": best(all_compute), "profile_block_s": best(all_profile), "validate_block_s": best(all_validate)}
+    all_fused()
+    return {"compute_block_s": best(all_compute), "profile_block_s": best(all_profile),
+            "validate_block_s": best(all_validate), "fused_s": best(all_fused)}  # fmt: skip
 
 
 # -- the per-example Python loop -----------------------------------------------------------------
@@ -465,8 +532,9 @@ def report(env: dict, rows: list[dict], args, command: str, load_before: str, lo
                  f"end to end best of {args.e2e_repeats} warm call(s) up to 10^6 examples (one above); "
                  f"loop on {args.loop_examples:,} examples")  # fmt: skip
     lines.append("")
-    head = ["examples", "epochs", "kernel ex-ep/s", "end-to-end ex-ep/s", "end-to-end s", "cold first call s",
-            "peak RSS MiB", "loop ex-ep/s", "speed-up kernel/loop", "speed-up e2e/loop"]  # fmt: skip
+    head = ["examples", "epochs", "kernel ex-ep/s", "end-to-end ex-ep/s", "end-to-end s", "end-to-end CPU s",
+            "cold first call s", "peak RSS MiB", "loop ex-ep/s", "speed-up kernel/loop",
+            "speed-up e2e/loop"]  # fmt: skip
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" for _ in head) + "|")
     for r in rows:
@@ -474,20 +542,23 @@ def report(env: dict, rows: list[dict], args, command: str, load_before: str, lo
         k = ee / r["kernel"]["compute_block_s"]
         e2e = ee / r["e2e"]["warm_s"]
         loop = r["loop"]["loop_ex_ep_per_s"]
+        cpu = r["e2e"].get("warm_cpu_s")
         cells = [fmt_size(r["n"]), str(r["epochs"]), fmt_rate(k), fmt_rate(e2e), f"{r['e2e']['warm_s']:.2f}",
-                 f"{r['e2e']['cold_s']:.2f}", f"{r['e2e']['peak_rss_mib']:.0f}", fmt_rate(loop), f"{k / loop:,.0f}x",
-                 f"{e2e / loop:,.0f}x"]  # fmt: skip
+                 f"{cpu:.2f}" if cpu is not None else "-", f"{r['e2e']['cold_s']:.2f}",
+                 f"{r['e2e']['peak_rss_mib']:.0f}", fmt_rate(loop), f"{k / loop:,.0f}x", f"{e2e / loop:,.0f}x"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Kernel detail (example-epochs per second from memory, best of repeats):")
     lines.append("")
-    lines.append("| examples | compute_block | profile_block alone | validate_block alone |")
-    lines.append("|---:|---:|---:|---:|")
+    lines.append("| examples | compute_block | profile_block alone | validate_block alone | "
+                 "profile_validated_block (fused, as write_profile runs it) |")  # fmt: skip
+    lines.append("|---:|---:|---:|---:|---:|")
     for r in rows:
         ee = r["n"] * r["epochs"]
         kk = r["kernel"]
         lines.append(f"| {fmt_size(r['n'])} | {fmt_rate(ee / kk['compute_block_s'])} | "
-                     f"{fmt_rate(ee / kk['profile_block_s'])} | {fmt_rate(ee / kk['validate_block_s'])} |")  # fmt: skip
+                     f"{fmt_rate(ee / kk['profile_block_s'])} | {fmt_rate(ee / kk['validate_block_s'])} | "
+                     f"{fmt_rate(ee / kk['fused_s'])} |")  # fmt: skip
     lines.append("")
     lines.append("Peak RSS of `write_profile` against the block size (MiB; each in a fresh process):")
     lines.append("")
@@ -506,13 +577,17 @@ def report(env: dict, rows: list[dict], args, command: str, load_before: str, lo
                      f"{rows[0]['compile_s']:.2f} s (the cold column above loads the compiled kernels from numba's cache).")  # fmt: skip
     if breakdown:
         lines.append("")
-        lines.append(f"Where the end-to-end time goes, {fmt_size(breakdown['n'])} x {args.epochs}, one warm call under "
-                     f"cProfile ({breakdown['wall_s']:.2f} s wall; stages on worker threads are the main thread's wait):")  # fmt: skip
+        total = sum(breakdown["stages"].values())
+        lines.append(f"Where the end-to-end time goes, {fmt_size(breakdown['n'])} x {args.epochs}: CPU seconds of each "
+                     f"stage run alone (best of 3). One warm `write_profile` call on the same data, where the stages "
+                     f"overlap on threads: {breakdown['wall_s']:.2f} s wall, "
+                     f"{breakdown['cpu_s']:.2f} s CPU.")  # fmt: skip
         lines.append("")
-        lines.append("| stage | seconds | share |")
+        lines.append("| stage | CPU seconds | share |")
         lines.append("|---|---:|---:|")
         for label, v in breakdown["stages"].items():
-            lines.append(f"| {label} | {v:.3f} | {v / breakdown['wall_s']:.0%} |")
+            lines.append(f"| {label} | {v:.3f} | {v / total:.0%} |")
+        lines.append(f"| sum | {total:.3f} | 100% |")
     lines.append("")
     lines.append("Budgets (DESIGN.md):")
     lines.append("")
@@ -590,7 +665,7 @@ def main(argv=None) -> None:
     p.add_argument("--loop-examples", type=int, default=20000, help="examples for the Python loop baseline")
     p.add_argument("--no-compile-timing", action="store_true", help="skip the empty-numba-cache first call")
     p.add_argument("--breakdown", type=float, default=None,
-                   help="size whose warm end-to-end time is split into stages with cProfile (default: the "
+                   help="size whose warm end-to-end time is split into stages, each timed alone (default: the "
                         "largest size <= 1e6; 0 skips it)")  # fmt: skip
     p.add_argument("--markdown", type=Path,
                    help="also write the report (markdown) to this file; a file with the result markers "
@@ -626,8 +701,9 @@ def main(argv=None) -> None:
         spec = {"run": str(run), "output": str(out), "block_rows": args.block_rows, "repeats": repeats}
         row["e2e"] = run_child(spec)
         e = row["e2e"]
-        print(f"  end to end: cold {e['cold_s']:.2f} s, warm {e['warm_s']:.2f} s "
-              f"({n * args.epochs / e['warm_s']:.3g} ex-ep/s), peak RSS {e['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+        print(f"  end to end: cold {e['cold_s']:.2f} s, warm {e['warm_s']:.2f} s ({e['warm_cpu_s']:.2f} s CPU) "
+              f"({n * args.epochs / e['warm_s']:.3g} ex-ep/s), peak RSS {e['peak_rss_mib']:.0f} MiB",
+              flush=True)  # fmt: skip
         if args.small_block_rows:
             small = {**spec, "block_rows": args.small_block_rows, "repeats": 1, "warmup_run": str(warmup_run)}
             row["e2e_small"] = run_child(small)
@@ -649,8 +725,9 @@ def main(argv=None) -> None:
         row["kernel"] = time_kernels(blocks, args.repeats)
         k = row["kernel"]
         print(f"  kernel: compute_block {n * args.epochs / k['compute_block_s']:.3g} ex-ep/s, profile_block "
-              f"{n * args.epochs / k['profile_block_s']:.3g}, validate_block {n * args.epochs / k['validate_block_s']:.3g}",
-              flush=True)  # fmt: skip
+              f"{n * args.epochs / k['profile_block_s']:.3g}, "
+              f"validate_block {n * args.epochs / k['validate_block_s']:.3g}, "
+              f"fused {n * args.epochs / k['fused_s']:.3g}", flush=True)  # fmt: skip
         row["loop"] = time_loop(blocks, min(args.loop_examples, n))
         print(f"  python loop: {row['loop']['loop_ex_ep_per_s']:.3g} ex-ep/s on {row['loop']['loop_examples']:,} examples "
               f"({row['loop']['loop_s']:.2f} s)", flush=True)  # fmt: skip
@@ -661,7 +738,8 @@ def main(argv=None) -> None:
     target = args.breakdown if args.breakdown is not None else max([n for n in sizes if n <= 10**6] or [0])
     if target:
         n = int(target)
-        print(f"\n== where the time goes: {n:,} x {args.epochs}, block_rows {args.block_rows:,} (cProfile)", flush=True)
+        print(f"\n== where the time goes: {n:,} x {args.epochs}, block_rows {args.block_rows:,} "
+              "(CPU time of each stage alone)", flush=True)  # fmt: skip
         run, _ = ensure_run(args.workdir, n, args.epochs)
         spec = {"mode": "breakdown", "run": str(run), "warmup_run": str(warmup_run), "block_rows": args.block_rows,
                 "output": str(args.workdir / f"profile_{n}x{args.epochs}.parquet")}  # fmt: skip

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from soicurate.errors import LogFormatError
 from soicurate.profiling import kernels
+from soicurate.profiling.soi import late_start
 from soicurate.profiling.streams import column_stream, next_chunks, parallel_map
 from soicurate.recording.manifest import (
     EXAMPLES_NAME,
@@ -51,6 +52,9 @@ class Block:
     loss: np.ndarray  # (E, n) float32
     margin: np.ndarray | None  # (E, n) float32
     groups: dict[str, np.ndarray]  # group columns and carried columns (guid) of examples.parquet
+    # profile_block's statistics when the reader computed them with the validation (the
+    # profiling pipeline's fast path): (late_fraction, dict of arrays), else None.
+    precomputed: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -192,6 +196,22 @@ class RunReader:
     # -- blocks ----------------------------------------------------------------------------
     def iter_blocks(self, block_rows: int = DEFAULT_BLOCK_ROWS, epochs: Sequence[int] | None = None) -> Iterator[Block]:
         """Yield validated, aligned blocks of `block_rows` examples for the chosen epochs."""
+        return self._blocks(block_rows, epochs)
+
+    def _blocks(
+        self,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        epochs: Sequence[int] | None = None,
+        *,
+        late_fraction: float | None = None,
+        arrow_groups: bool = False,
+        serial: bool = False,
+    ) -> Iterator[Block]:
+        """iter_blocks, and for the profiling pipeline: with `late_fraction`, the statistics
+        are computed in the same pass over the block as the validation (Block.precomputed);
+        with `arrow_groups`, Block.groups holds the examples.parquet columns as Arrow arrays
+        (dictionary arrays where the file stores dictionary-encoded strings); with `serial`,
+        the kernels run on the calling thread only."""
         epochs = list(self.epochs if epochs is None else epochs)
         for e in epochs:
             if e not in self.files:
@@ -199,10 +219,11 @@ class RunReader:
         cols = ["example_id", "gold", "pred", "p_gold", "loss"] + (["margin"] if self.has_margin else [])
         streams = [column_stream(self.files[e], cols, block_rows) for e in epochs]
         ex_stream = (
-            column_stream([self.examples_path], ["example_id", *self.carry_columns], block_rows)
+            column_stream([self.examples_path], ["example_id", *self.carry_columns], block_rows,
+                          arrow=self.carry_columns if arrow_groups else ())
             if self.carry_columns
             else None
-        )
+        )  # fmt: skip
         E = len(epochs)
         k = self.manifest.num_labels
         row = 0
@@ -228,14 +249,28 @@ class RunReader:
                 loss[e] = ch["loss"]
                 if self.has_margin:
                     margin[e] = ch["margin"]
+                chunks[e] = {"example_id": ch["example_id"]}  # the decoded batch is no longer needed
 
             parallel_map(fill, range(E))
-            codes = np.empty(n, dtype=np.int8)
-            where = np.empty(n, dtype=np.int32)
-            kernels.validate_block(gold, pred, p_gold, loss, margin, self.has_margin, k, codes, where)
-            bad = np.flatnonzero(codes)
-            if len(bad):
-                self._raise_problem(epochs, int(bad[0]), int(codes[bad[0]]), int(where[bad[0]]), row, ids, gold, pred, p_gold, loss, margin)
+            precomputed = None
+            if late_fraction is None:
+                nbad = kernels.count_invalid(gold, pred, p_gold, loss, margin, self.has_margin, k)
+            else:
+                stats = _stats_arrays(n)
+                kernel = kernels.profile_validated_block_serial if serial else kernels.profile_validated_block
+                nbad = kernel(gold, pred, p_gold, loss, margin, self.has_margin, k, late_start(E, late_fraction),
+                              *[stats[c] for c in _KERNEL_OUTPUTS], stats["never_learned"],
+                              stats["threshold_closeness"], np.empty(n, np.bool_))  # fmt: skip
+                stats["epochs_seen"] = np.full(n, E, np.int32)
+                precomputed = (late_fraction, stats)
+            if nbad:
+                codes = np.empty(n, dtype=np.int8)
+                where = np.empty(n, dtype=np.int32)
+                kernels.validate_block(gold, pred, p_gold, loss, margin, self.has_margin, k, codes, where)
+                bad = np.flatnonzero(codes)
+                if len(bad):
+                    i = int(bad[0])
+                    self._raise_problem(epochs, i, int(codes[i]), int(where[i]), row, ids, gold, pred, p_gold, loss, margin)
             groups = {}
             if ex_stream is not None:
                 ex = next(ex_stream, None)
@@ -244,7 +279,8 @@ class RunReader:
                     raise LogFormatError(self.examples_path, "example ids differ from the epoch files'", row=row + j)
                 groups = {c: ex[c] for c in self.carry_columns}
             prev_last = ids[-1]
-            yield Block(row, ids, gold[0].copy(), pred, p_gold, loss, margin if self.has_margin else None, groups)
+            yield Block(row, ids, gold[0].copy(), pred, p_gold, loss, margin if self.has_margin else None, groups,
+                        precomputed)  # fmt: skip
             row += n
         for e, s in zip(epochs[1:], streams[1:]):
             if next(s, None) is not None:
@@ -286,6 +322,28 @@ class RunReader:
             kmax=self.manifest.num_labels - 1,
         )
         raise LogFormatError(self.describe(epochs[e]), msg, row=row + i, example_id=int(ids[i]))
+
+
+# The outputs of kernels.profile_block, in its argument order, and their types.
+_KERNEL_OUTPUTS = {
+    "confidence": np.float64,
+    "variability": np.float64,
+    "correctness": np.float64,
+    "forgetting_events": np.int32,
+    "learning_events": np.int32,
+    "first_learned_epoch": np.int32,
+    "final_correct": np.bool_,
+    "mean_loss": np.float64,
+    "mean_margin": np.float64,
+    "category": np.int8,
+}
+
+
+def _stats_arrays(n: int) -> dict[str, np.ndarray]:
+    out = {name: np.empty(n, dtype) for name, dtype in _KERNEL_OUTPUTS.items()}
+    out["never_learned"] = np.empty(n, np.bool_)
+    out["threshold_closeness"] = np.empty(n, np.float64)
+    return out
 
 
 def _order_problem(ids: np.ndarray, prev_last) -> tuple[int, str] | None:

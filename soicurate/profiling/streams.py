@@ -6,7 +6,7 @@ fly (each rank's file is sorted), so no epoch is ever loaded whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,9 @@ from soicurate.errors import LogFormatError
 Chunk = dict[str, np.ndarray]
 
 
-def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[Chunk]:
+def _batches(path: Path, columns: Sequence[str], batch_rows: int, arrow: Collection[str] = ()) -> Iterator[Chunk]:
+    """Batches of `columns` as numpy arrays; the columns named in `arrow` stay Arrow arrays
+    (dictionary arrays where the file stores dictionary-encoded strings)."""
     import pyarrow.parquet as pq
 
     try:
@@ -31,13 +33,15 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[Ch
             # arrays: one Python object per distinct value, then indexing, is far faster than
             # one per row. Strings that are mostly distinct (guid) are read as they are.
             pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=strings)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns), use_threads=True):
+        # use_threads=False: the epochs of a block are read in parallel already (parallel_map);
+        # pyarrow's own threads on top of that only cost CPU time.
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns), use_threads=False):
             chunk = {}
             for name, col in zip(batch.schema.names, batch.columns):
                 if col.null_count:
                     first = col.is_null().to_numpy(zero_copy_only=False).argmax()
                     raise LogFormatError(path, f"column {name} has missing (null) values", row=None if first is None else int(first))
-                chunk[name] = _to_numpy(col)
+                chunk[name] = col if name in arrow else _to_numpy(col)
             yield chunk
     except LogFormatError:
         raise
@@ -76,7 +80,19 @@ def _to_numpy(col) -> np.ndarray:
 def _concat(chunks: list[Chunk]) -> Chunk:
     if len(chunks) == 1:
         return chunks[0]
-    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return {k: _concat_arrays([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _concat_arrays(parts: list):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import pyarrow as pa
+
+    return pa.concat_arrays(parts)  # dictionary arrays: their dictionaries are unified
+
+
+def _rows(chunk: Chunk) -> int:
+    return len(next(iter(chunk.values())))
 
 
 def rechunk(chunks: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
@@ -84,7 +100,7 @@ def rechunk(chunks: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
     pending: list[Chunk] = []
     count = 0
     for chunk in chunks:
-        n = len(chunk["example_id"])
+        n = _rows(chunk)
         if n == 0:
             continue
         pending.append(chunk)
@@ -170,8 +186,140 @@ def next_chunks(streams: Sequence[Iterator[Chunk]]) -> list[Chunk | None]:
     return parallel_map(lambda s: next(s, None), streams)
 
 
-def column_stream(paths: Sequence[Path], columns: Sequence[str], rows: int) -> Iterator[Chunk]:
-    """Blocks of exactly `rows` rows of `columns`, merged by example_id across `paths`."""
+def column_stream(
+    paths: Sequence[Path], columns: Sequence[str], rows: int, arrow: Collection[str] = ()
+) -> Iterator[Chunk]:
+    """Blocks of exactly `rows` rows of `columns`, merged by example_id across `paths` (the
+    columns named in `arrow` stay Arrow arrays; only a single path may have them)."""
     if len(paths) == 1:
-        return rechunk(_batches(paths[0], columns, rows), rows)
+        return rechunk(_batches(paths[0], columns, rows, arrow), rows)
     return rechunk(merge_sorted([_batches(p, columns, rows) for p in paths]), rows)
+
+
+class Prefetched:
+    """Iterate `items` on a thread of its own, up to `depth` items ahead of the consumer.
+
+    Items and the iterator's exception arrive in the order the iterator produced them, so a
+    consumer sees exactly what iterating directly would give, while the next item is being
+    made (pyarrow decoding and numba kernels release the GIL). close() stops the thread
+    (finishing the item in progress) and closes the iterator there.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int = 1, name: str = "soicurate-prefetch"):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    break
+            else:
+                self._put((True, self._END))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, entry) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        ok, value = self._queue.get()
+        if ok and value is not self._END:
+            return value
+        self._done = True
+        self._thread.join()
+        if ok:
+            raise StopIteration
+        raise value
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._done = True
+
+
+class BackgroundWorker:
+    """Run fn(item) for submitted items, in order, on a thread of its own; at most `depth`
+    items wait. An exception from fn is raised by the next submit() or by finish()."""
+
+    def __init__(self, fn, depth: int = 1, name: str = "soicurate-write"):
+        import queue
+        import threading
+
+        self._fn = fn
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._fn(item[0])
+                except BaseException as exc:
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, item) -> None:
+        self._raise()
+        self._queue.put((item,))
+
+    def finish(self) -> None:
+        """Wait for every submitted item, then raise fn's exception if there was one."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Skip the items still waiting, wait for the one in progress; no exception raised."""
+        import queue
+
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._error = None

@@ -49,6 +49,22 @@ class ProfileSummary:
                 for code in np.flatnonzero(row):
                     counter[(str(u), int(code))] += int(row[code])
 
+    def add_coded(
+        self, categories: np.ndarray, labels: np.ndarray, groups: dict[str, tuple[np.ndarray, list[str]]]
+    ) -> None:
+        """add(), with each group column given as (codes, values): row i has values[codes[i]]
+        (what the profiling pipeline has at hand: no string per row is looked at)."""
+        cats = categories.astype(np.int64)
+        self.num_examples += len(cats)
+        self.category_counts += np.bincount(cats, minlength=K)
+        nl = len(self.label_names)
+        self.label_counts += np.bincount(labels.astype(np.int64) * K + cats, minlength=nl * K).reshape(nl, K)
+        for g, (codes, values) in groups.items():
+            counts = np.bincount(codes.astype(np.int64) * K + cats, minlength=len(values) * K)
+            counter = self.group_counts[g]
+            for at in np.flatnonzero(counts):
+                counter[(values[at // K], int(at % K))] += int(counts[at])
+
     # -- views -----------------------------------------------------------------------------
     def table(self, by: str | None = None) -> list[dict]:
         """Rows of {group, category: count, ..., total} for `by` in (None, 'label', group)."""
