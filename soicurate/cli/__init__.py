@@ -23,6 +23,7 @@ COMMANDS = {
     "multi": "soicurate.cli.multi:multi",
     "profile": "soicurate.cli.profile:profile",
     "push": "soicurate.cli.push:push",
+    "seeds": "soicurate.cli.seeds:seeds",
     "train": "soicurate.cli.train:train",
     "two-stage": "soicurate.cli.two_stage:two_stage",
 }

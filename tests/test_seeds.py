@@ -1,0 +1,260 @@
+"""Seed sweeps: expected max, variance decomposition, agreement, early stopping, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from soicurate.errors import UsageError
+from soicurate.training.config import TrainConfig
+from soicurate.training.seeds import (
+    agreement_stats,
+    expected_max,
+    expected_max_curve,
+    expected_max_std,
+    parse_early_stop,
+    run_sweep,
+    summarize_sweep,
+    variance_decomposition,
+)
+
+
+# ------------------------------------------------------------------ expected max
+def test_expected_max_hand_cases():
+    scores = [0.7, 0.9, 0.8, 0.6]
+    assert expected_max(scores, 1) == pytest.approx(np.mean(scores))
+    assert expected_max(scores, 500) == pytest.approx(0.9, abs=1e-12)
+    # N = 2, n = 2: max is the larger unless both draws are the smaller (prob 1/4)
+    assert expected_max([1.0, 3.0], 2) == pytest.approx(0.25 * 1 + 0.75 * 3)
+    curve = expected_max_curve(scores)
+    assert curve.shape == (4,) and np.all(np.diff(curve) >= 0)
+    assert curve[1] == pytest.approx(expected_max(scores, 2))
+    assert expected_max_curve([0.5] * 3).tolist() == pytest.approx([0.5] * 3)
+    with pytest.raises(UsageError):
+        expected_max([], 1)
+    with pytest.raises(UsageError):
+        expected_max(scores, 0)
+
+
+def test_expected_max_matches_brute_force_sampling():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0.8, 0.05, size=7)
+    draws = 200_000
+    for n in (1, 2, 3, 5, 7):
+        sample = rng.choice(scores, size=(draws, n), replace=True).max(axis=1)
+        assert expected_max(scores, n) == pytest.approx(sample.mean(), abs=4 * sample.std() / np.sqrt(draws) + 1e-12)
+        assert expected_max_std(scores)[n - 1] == pytest.approx(sample.std(), rel=0.02)
+
+
+# ------------------------------------------------------------------ variance decomposition
+def test_variance_decomposition_single_factor_grids():
+    init_effect = np.array([0.0, 0.1, -0.05])[:, None]
+    data_effect = np.array([0.02, -0.03, 0.0, 0.04])[None, :]
+    only_init = 0.8 + init_effect + np.zeros((1, 4))
+    v = variance_decomposition(only_init)
+    assert v["share_init"] == pytest.approx(1.0) and v["share_data"] == pytest.approx(0.0, abs=1e-12)
+    assert v["ss_residual"] == pytest.approx(0.0, abs=1e-12)
+    only_data = 0.8 + data_effect + np.zeros((3, 1))
+    v = variance_decomposition(only_data)
+    assert v["share_data"] == pytest.approx(1.0) and v["share_init"] == pytest.approx(0.0, abs=1e-12)
+    additive = 0.8 + init_effect + data_effect
+    v = variance_decomposition(additive)
+    assert v["ss_init"] + v["ss_data"] == pytest.approx(v["ss_total"]) and v["ss_residual"] == pytest.approx(0, abs=1e-12)
+    assert v["ss_init"] == pytest.approx(4 * np.sum((init_effect - init_effect.mean()) ** 2))
+    noisy = additive + np.random.default_rng(1).normal(0, 0.01, additive.shape)
+    v = variance_decomposition(noisy)
+    assert v["share_init"] + v["share_data"] + v["share_residual"] == pytest.approx(1.0)
+    assert v["ss_residual"] > 0
+    with pytest.raises(UsageError):
+        variance_decomposition([[0.1, np.nan], [0.2, 0.3]])
+    assert variance_decomposition(np.full((2, 2), 0.5))["share_init"] == 0.0
+
+
+# ------------------------------------------------------------------ agreement
+def test_agreement_stats_hand_made():
+    rc = [
+        ["always_correct", "always_correct", "always_correct"],
+        ["forgotten", "forgotten", "unlearned"],
+        ["learned_early", "learned_late", "forgettable"],
+        ["unlearned", "unlearned", "unlearned"],
+    ]
+    s = agreement_stats(rc)
+    assert (s["n_examples"], s["n_runs"]) == (4, 3)
+    assert s["mean_agreement"] == pytest.approx((1 + 2 / 3 + 1 / 3 + 1) / 4)
+    assert s["share_full_agreement"] == pytest.approx(0.5)
+    m = s["matrix"]
+    assert m["always_correct"]["always_correct"] == pytest.approx(1.0)
+    # forgotten: row 2 gives ordered pairs from a 'forgotten' run: 2 runs x 2 others = 4,
+    # of which 2 land on 'forgotten' and 2 on 'unlearned'
+    assert s["pair_counts"]["forgotten"] == 4
+    assert m["forgotten"]["forgotten"] == pytest.approx(0.5) and m["forgotten"]["unlearned"] == pytest.approx(0.5)
+    # unlearned: row 2 (1 run x 2 others, both forgotten) + row 4 (3 x 2, all unlearned)
+    assert s["pair_counts"]["unlearned"] == 8
+    assert m["unlearned"]["unlearned"] == pytest.approx(6 / 8) and m["unlearned"]["forgotten"] == pytest.approx(2 / 8)
+    assert m["learned_early"]["learned_early"] == 0.0
+    for a, row in m.items():
+        if s["pair_counts"][a]:
+            assert sum(row.values()) == pytest.approx(1.0)
+        else:
+            assert all(v is None for v in row.values())
+
+
+def test_agreement_stats_on_a_polars_profile_column():
+    import polars as pl
+
+    from soicurate.profiling.soi import CATEGORIES
+
+    col = pl.Series("run_categories", [["unlearned", "unlearned"], ["forgotten", "forgettable"]],
+                    dtype=pl.Array(pl.Enum(CATEGORIES), 2))  # fmt: skip
+    s = agreement_stats(col)
+    assert s["mean_agreement"] == pytest.approx(0.75) and s["share_full_agreement"] == pytest.approx(0.5)
+    assert s["matrix"]["forgotten"]["forgettable"] == pytest.approx(1.0)
+    with pytest.raises(UsageError):
+        agreement_stats([["unlearned"], ["forgotten"]])
+
+
+# ------------------------------------------------------------------ sweep with a fake trainer
+def fake_trainer(calls):
+    """A train_fn whose score depends on the seeds and grows with epochs."""
+
+    def train_fn(config):
+        calls.append((config.seed, config.data_seed, config.epochs, config.resume, config.output_dir))
+        score = 0.5 + 0.1 * config.seed + 0.01 * config.data_seed + 0.001 * config.epochs
+        return {"final": {"dev": {"accuracy": score, "macro_f1": score - 0.1}, "ood": {"accuracy": score / 2}},
+                "dynamics_dir": config.output_dir + "/dynamics"}  # fmt: skip
+
+    return train_fn
+
+
+def base_config(**kw):
+    return TrainConfig(model="m", train="t.csv", eval={"dev": "dev.csv", "ood": "ood.csv"}, epochs=4, **kw)
+
+
+def test_full_grid_sweep(tmp_path):
+    calls = []
+    sweep = run_sweep(base_config(), [0, 1, 2], [0, 1], tmp_path, train_fn=fake_trainer(calls))
+    assert [(c[0], c[1], c[2], c[3]) for c in calls] == [(i, d, 4, False) for i in (0, 1, 2) for d in (0, 1)]
+    assert calls[0][4] == str(tmp_path / "run-i0-d0")
+    assert sweep["compute"] == {"epochs_run": 24, "epochs_full_sweep": 24, "epochs_saved": 0, "fraction_saved": 0.0}
+    summary = summarize_sweep(sweep)
+    dev = summary["expected_max"]["dev"]["accuracy"]
+    assert dev["n"] == [1, 2, 3, 4, 5, 6] and dev["expected_max"][0] == pytest.approx(np.mean(dev["scores"]))
+    assert "ood" in summary["expected_max"]
+    v = summary["variance_decomposition"]["dev"]
+    assert v["share_init"] > 0.95 and v["share_residual"] == pytest.approx(0, abs=1e-9)
+
+
+def test_early_stopping_bookkeeping(tmp_path):
+    calls = []
+    sweep = run_sweep(base_config(), [0, 1, 2], [0, 1], tmp_path, early_stop=(5, 0.5, 2), train_fn=fake_trainer(calls))
+    # phase one: the first 5 pairs for ceil(0.5 * 4) = 2 epochs; then the best 2 resume to 4
+    assert [(c[0], c[1], c[2], c[3]) for c in calls[:5]] == [(0, 0, 2, False), (0, 1, 2, False), (1, 0, 2, False),
+                                                             (1, 1, 2, False), (2, 0, 2, False)]  # fmt: skip
+    assert [(c[0], c[1], c[2], c[3]) for c in calls[5:]] == [(1, 1, 4, True), (2, 0, 4, True)]
+    early = sweep["early_stopping"]
+    assert early["cut_epoch"] == 2 and early["continued"] == [[1, 1], [2, 0]]
+    assert early["stopped"] == [[0, 0], [0, 1], [1, 0]]
+    assert sweep["compute"] == {"epochs_run": 5 * 2 + 2 * 2, "epochs_full_sweep": 20, "epochs_saved": 6,
+                                "fraction_saved": pytest.approx(0.3)}  # fmt: skip
+    summary = summarize_sweep(sweep)
+    assert len(summary["expected_max"]["dev"]["accuracy"]["scores"]) == 2  # completed runs only
+    assert summary["variance_decomposition"] is None
+    # the metric and eval set choose who continues
+    calls = []
+    sweep = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "b", early_stop=(4, 0.5, 1), eval_set="ood",
+                      train_fn=fake_trainer(calls))  # fmt: skip
+    assert sweep["early_stopping"]["continued"] == [[1, 1]]
+
+
+def test_sweep_rejects_bad_settings(tmp_path):
+    fake = fake_trainer([])
+    with pytest.raises(UsageError, match="saves nothing"):
+        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(2, 0.9, 1), train_fn=fake)
+    with pytest.raises(UsageError, match="at least 2 epochs"):
+        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(2, 0.25, 1), train_fn=fake)
+    with pytest.raises(UsageError, match="only 2 pairs"):
+        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(3, 0.5, 1), train_fn=fake)
+    with pytest.raises(UsageError, match="no evaluation set"):
+        run_sweep(base_config(), [0], [0], tmp_path, eval_set="nope", train_fn=fake)
+    with pytest.raises(UsageError):
+        parse_early_stop("8,0.5")
+    assert parse_early_stop("8,0.5,2") == (8, 0.5, 2)
+
+
+# ------------------------------------------------------------------ end to end with the tiny model
+def test_seeds_cli_end_to_end(tmp_path):
+    from click.testing import CliRunner
+
+    from soicurate.cli import main
+    from tiny_model import save_assets
+
+    model_dir = save_assets(tmp_path / "assets")
+    root = tmp_path / "assets"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        f"model: {model_dir}\ntrain: {root / 'train.csv'}\ntext_column: sentence\nepochs: 2\nlearning_rate: 0.005\n"
+        f"batch_size: 16\neval:\n  test: {root / 'test.csv'}\n  ood: {root / 'ood.csv'}\n"
+    )
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0,1", "--data-seeds", "0",
+                                       "-o", str(out), "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(r["init_seed"], r["data_seed"], r["completed"]) for r in sweep["runs"]] == [(0, 0, True), (1, 0, True)]
+    for seed in (0, 1):
+        metrics = json.loads((out / f"run-i{seed}-d0" / "metrics.json").read_text())
+        assert metrics["seed"] == seed and metrics["data_seed"] == 0
+        assert sweep["runs"][seed]["scores"]["test"]["accuracy"] == metrics["final"]["test"]["accuracy"]
+    table = sweep["expected_max"]["test"]["accuracy"]
+    scores = [r["scores"]["test"]["accuracy"] for r in sweep["runs"]]
+    assert table["n"] == [1, 2] and table["expected_max"][0] == pytest.approx(np.mean(scores))
+    assert table["expected_max"][1] == pytest.approx(0.25 * min(scores) + 0.75 * max(scores))
+    assert set(sweep["expected_max"]) == {"test", "ood"}
+    assert sweep["variance_decomposition"] is None  # one data seed: no grid
+    assert sweep["compute"]["epochs_run"] == 4 and sweep["early_stopping"] is None
+    assert (out / "expected_max.png").stat().st_size > 0
+    agreement = sweep["agreement"]
+    assert agreement["n_runs"] == 2 and agreement["n_examples"] == 80
+    assert 0.5 <= agreement["mean_agreement"] <= 1 and 0 <= agreement["share_full_agreement"] <= 1
+    from soicurate.profiling.pipeline import read_profile
+
+    prof = read_profile(out / "profile.parquet")
+    assert prof.height == 80 and prof.schema["run_categories"].size == 2
+    again = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0", "-o", str(out), "--quiet"])
+    assert again.exit_code == 2 and "already holds a seed sweep" in again.stderr
+
+
+def test_seeds_cli_early_stopping_resumes_the_best(tmp_path):
+    from click.testing import CliRunner
+
+    from soicurate.cli import main
+    from tiny_model import save_assets
+
+    root = tmp_path / "assets"
+    model_dir = save_assets(root, splits=(("train", 48, 0), ("test", 24, 1)))
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        f"model: {model_dir}\ntrain: {root / 'train.csv'}\ntext_column: sentence\nepochs: 3\nlearning_rate: 0.005\n"
+        f"batch_size: 16\neval:\n  test: {root / 'test.csv'}\n"
+    )
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0,1", "--early-stop", "2,0.5,1",
+                                       "-o", str(out), "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    early = sweep["early_stopping"]
+    assert early["cut_epoch"] == 2 and len(early["continued"]) == 1 and len(early["stopped"]) == 1
+    at_cut = {(s["init_seed"], s["data_seed"]): s["score"] for s in early["scores_at_cut"]}
+    assert at_cut[tuple(early["continued"][0])] >= at_cut[tuple(early["stopped"][0])]
+    assert sweep["compute"] == {"epochs_run": 2 * 2 + 1, "epochs_full_sweep": 6, "epochs_saved": 1,
+                                "fraction_saved": pytest.approx(1 / 6)}  # fmt: skip
+    i, d = early["continued"][0]
+    manifest = json.loads((out / f"run-i{i}-d{d}" / "dynamics" / "manifest.json").read_text())
+    assert manifest["epochs"] == [1, 2, 3]
+    i, d = early["stopped"][0]
+    manifest = json.loads((out / f"run-i{i}-d{d}" / "dynamics" / "manifest.json").read_text())
+    assert manifest["epochs"] == [1, 2]
+    assert sweep["agreement"] is None and (out / "profile.parquet").exists()
+    assert len(sweep["expected_max"]["test"]["accuracy"]["scores"]) == 1
