@@ -2,8 +2,11 @@
 
 Arrays per block have shape (E, n): one row per recorded epoch, one column per example, so
 that each epoch's Parquet column is copied in with one contiguous write. Kernels run in
-parallel over examples and are compiled with cache=True so that a second process does not
-pay the compile.
+parallel over examples (a `_serial` variant on the calling thread only, for the profiling
+pipeline's worker threads) and are compiled with cache=True so that a second process does not
+pay the compile. The profiling pipeline validates and profiles a block in one pass
+(profile_validated_block); validate_block, which says which problem and where, runs only on a
+block that has one.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def validate_block(gold, pred, p_gold, loss, margin, has_margin, num_labels, cod
 CHUNK = 512
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _profile_chunk(
     lo, hi, reference, gold, pred, p_gold, loss, margin, has_margin, validate, num_labels, late_start,
     confidence, variability, correctness, forgetting, learning, first_learned, final_correct,
@@ -238,7 +241,7 @@ def profile_validated_block(
     return nbad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def profile_validated_block_serial(
     gold, pred, p_gold, loss, margin, has_margin, num_labels, late_start,
     confidence, variability, correctness, forgetting, learning, first_learned, final_correct,
@@ -257,7 +260,7 @@ def profile_validated_block_serial(
     return nbad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _invalid_chunk(lo, hi, gold, pred, p_gold, loss, margin, has_margin, num_labels):
     E = pred.shape[0]
     m = hi - lo
@@ -296,7 +299,7 @@ def count_invalid(gold, pred, p_gold, loss, margin, has_margin, num_labels):
     return nbad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def confidence_variability(p_gold, confidence, variability):
     """Confidence and variability alone, bit-for-bit as profile_block computes them (for the
     region thresholds, which need every example's values before the profile is written)."""
@@ -323,7 +326,7 @@ def confidence_variability(p_gold, confidence, variability):
             variability[lo + j] = np.sqrt(ss[j] * inv_e)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def histogram_add(values, lo, hi, counts):
     """Add values to a fixed-width histogram over [lo, hi] (clamped), for streaming quantiles."""
     nbins = counts.shape[0]
