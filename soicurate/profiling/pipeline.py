@@ -512,11 +512,7 @@ def _write_one_pass(readers, output, schema, summary, v_thr, c_thr, expected, la
             worker = BackgroundWorker(sink.write)
             try:
                 regroup = _Regroup(PROFILE_ROW_GROUP_ROWS)
-                while True:
-                    blocks = [next(it, None) for it in iters]
-                    if blocks[0] is None:
-                        break
-                    _check_same_examples(readers, blocks)
+                for blocks in aligned_blocks(readers, iters):
                     b0 = blocks[0]
                     stats = combine_runs([compute_block(b, late_fraction) for b in blocks])
                     conf, var = stats["confidence"], stats["variability"]
@@ -611,11 +607,7 @@ def _write_two_passes(readers, output, schema, summary, regions, late_fraction, 
         # reading it back is a copy, where a Parquet stage cost a second encode and decode.
         with pa.OSFile(str(stage1), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             iters = [r.iter_blocks(block_rows) for r in readers]
-            while True:
-                blocks = [next(it, None) for it in iters]
-                if blocks[0] is None:
-                    break
-                _check_same_examples(readers, blocks)
+            for blocks in aligned_blocks(readers, iters):
                 b0 = blocks[0]
                 stats = combine_runs([compute_block(b, late_fraction) for b in blocks])
                 hist.add(stats["confidence"], stats["variability"])
@@ -674,6 +666,17 @@ def _regrouped(reader, rows: int):
             pending = table.slice(rows).to_batches() if count else []
     if count:
         yield pa.Table.from_batches(pending, schema=reader.schema)
+
+
+def aligned_blocks(readers: list[RunReader], iters):
+    """One list of blocks per step, the i-th block from readers[i]'s iterator, checked to hold
+    the same examples (ids and gold labels) as the first run's; ends with the first run."""
+    while True:
+        blocks = [next(it, None) for it in iters]
+        if blocks[0] is None:
+            return
+        _check_same_examples(readers, blocks)
+        yield blocks
 
 
 def _check_same_examples(readers: list[RunReader], blocks: list[Block | None]) -> None:

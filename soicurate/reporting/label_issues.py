@@ -105,7 +105,7 @@ def score_runs(runs, *, block_rows: int = 1 << 18, progress: bool = False):
     """
     import polars as pl
 
-    from soicurate.profiling.pipeline import _check_compatible, _check_same_examples, _open_readers, _progress
+    from soicurate.profiling.pipeline import _check_compatible, _open_readers, _progress, aligned_blocks
 
     readers = _open_readers(runs)
     _check_compatible(readers)
@@ -115,11 +115,7 @@ def score_runs(runs, *, block_rows: int = 1 << 18, progress: bool = False):
     bar = _progress(progress, readers[0].num_examples * len(readers), "scoring labels")
     try:
         iters = [r.iter_blocks(block_rows) for r in readers]
-        while True:
-            blocks = [next(it, None) for it in iters]
-            if blocks[0] is None:
-                break
-            _check_same_examples(readers, blocks)
+        for blocks in aligned_blocks(readers, iters):
             b0 = blocks[0]
             if len(blocks) == 1:
                 pred, p_gold = b0.pred, b0.p_gold
