@@ -214,6 +214,12 @@ def test_report_with_seeds_and_comparison(seeds, tmp_path):
     assert math.isclose(sum(v["share"] for v in s["categories"].values()), 1.0)
     assert {r["group"] for r in s["by_group"]["source"]} == {"news", "reviews", "forums"}
     assert s["seeds"]["runs"] == 3 and 0 < s["seeds"]["unanimous_share"] < 1
+    # per modal category: the seed-stable examples are the unanimous ones
+    prof = read_profile(seeds / "seeds.parquet")
+    for row in s["seeds"]["per_category"]:
+        in_cat = prof.filter(pl.col("category") == row["category"])
+        assert row["stable"] == in_cat.filter(pl.col("category_agreement") == 1).height
+    assert "seed-stable examples" in rep.files["html"].read_text()
     assert s["transitions"]["joined"] == 2000 and s["transitions"]["only_in_a"] == 0
     assert s["label_issues"]["epochs"] == 18  # 3 runs x 6 epochs
     # capped tables: 5 rows and a count of the rest

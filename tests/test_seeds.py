@@ -6,19 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soicurate.errors import UsageError
 from soicurate.training.config import TrainConfig
-from soicurate.training.seeds import (
-    agreement_stats,
-    expected_max,
-    expected_max_curve,
-    expected_max_std,
-    parse_early_stop,
-    run_sweep,
-    summarize_sweep,
-    variance_decomposition,
-)
+from soicurate.profiling.agreement import agreement_stats
+from soicurate.training.seed_stats import expected_max, expected_max_curve, expected_max_std, variance_decomposition
+from soicurate.training.seeds import parse_early_stop, run_sweep, summarize_sweep
 
 
 # ------------------------------------------------------------------ expected max
@@ -113,6 +108,32 @@ def test_agreement_stats_on_a_polars_profile_column():
     assert s["matrix"]["forgotten"]["forgettable"] == pytest.approx(1.0)
     with pytest.raises(UsageError):
         agreement_stats([["unlearned"], ["forgotten"]])
+    with pytest.raises(UsageError, match="same number"):
+        agreement_stats([["unlearned", "forgotten"], ["forgotten"]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda R: st.lists(st.lists(st.sampled_from(["a", "b", "c"]), min_size=R,
+                                                             max_size=R), min_size=1, max_size=30)))  # fmt: skip
+def test_agreement_stats_matches_a_loop_over_run_pairs(rows):
+    s = agreement_stats(rows, categories=["a", "b", "c"])
+    R = len(rows[0])
+    pairs = {(x, y): 0 for x in "abc" for y in "abc"}
+    for r in rows:
+        for i in range(R):
+            for j in range(R):
+                if i != j:
+                    pairs[(r[i], r[j])] += 1
+    for x in "abc":
+        tot = sum(pairs[(x, y)] for y in "abc")
+        assert s["pair_counts"][x] == tot
+        for y in "abc":
+            assert s["matrix"][x][y] == (None if tot == 0 else pytest.approx(pairs[(x, y)] / tot))
+        assert s["per_category"][x]["unanimous"] == sum(all(c == x for c in r) for r in rows)
+        assert s["per_category"][x]["any_run"] == sum(x in r for r in rows)
+    modal = [max(r.count(c) for c in "abc") / R for r in rows]
+    assert s["mean_agreement"] == pytest.approx(np.mean(modal))
+    assert s["share_full_agreement"] == pytest.approx(np.mean([m == 1 for m in modal]))
 
 
 # ------------------------------------------------------------------ sweep with a fake trainer
@@ -120,8 +141,11 @@ def fake_trainer(calls):
     """A train_fn whose score depends on the seeds and grows with epochs."""
 
     def train_fn(config):
-        calls.append((config.seed, config.data_seed, config.epochs, config.resume, config.output_dir))
-        score = 0.5 + 0.1 * config.seed + 0.01 * config.data_seed + 0.001 * config.epochs
+        config.validate()
+        trained = config.epochs if config.stop_after_epoch is None else config.stop_after_epoch
+        calls.append((config.seed, config.data_seed, trained, config.resume, config.output_dir, config.epochs,
+                      config.effective_subset_seed))  # fmt: skip
+        score = 0.5 + 0.1 * config.seed + 0.01 * config.data_seed + 0.001 * trained
         return {"final": {"dev": {"accuracy": score, "macro_f1": score - 0.1}, "ood": {"accuracy": score / 2}},
                 "dynamics_dir": config.output_dir + "/dynamics"}  # fmt: skip
 
@@ -153,6 +177,8 @@ def test_early_stopping_bookkeeping(tmp_path):
     assert [(c[0], c[1], c[2], c[3]) for c in calls[:5]] == [(0, 0, 2, False), (0, 1, 2, False), (1, 0, 2, False),
                                                              (1, 1, 2, False), (2, 0, 2, False)]  # fmt: skip
     assert [(c[0], c[1], c[2], c[3]) for c in calls[5:]] == [(1, 1, 4, True), (2, 0, 4, True)]
+    # the cut is a stop inside the full 4-epoch schedule, and every run sees the same subset
+    assert {c[5] for c in calls} == {4} and {c[6] for c in calls} == {base_config().effective_subset_seed}
     early = sweep["early_stopping"]
     assert early["cut_epoch"] == 2 and early["continued"] == [[1, 1], [2, 0]]
     assert early["stopped"] == [[0, 0], [0, 1], [1, 0]]
@@ -256,5 +282,67 @@ def test_seeds_cli_early_stopping_resumes_the_best(tmp_path):
     i, d = early["stopped"][0]
     manifest = json.loads((out / f"run-i{i}-d{d}" / "dynamics" / "manifest.json").read_text())
     assert manifest["epochs"] == [1, 2]
+    # the stopped run was cut inside the 3-epoch linear schedule: its learning rate had not
+    # decayed towards zero at the cut
+    stopped = json.loads((out / f"run-i{i}-d{d}" / "metrics.json").read_text())
+    assert stopped["epochs_run"] == 2 and stopped["stopped_early"] and stopped["epochs"] == 3
+    ckpt = max((out / f"run-i{i}-d{d}" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    lrs = [e["learning_rate"] for e in json.loads((ckpt / "trainer_state.json").read_text())["log_history"]
+           if "learning_rate" in e]  # fmt: skip
+    # 3 steps per epoch, 9 in the schedule: the last step before the cut runs at 0.005 * 4/9
+    # (with epochs=2 it would run at 0.005 * 1/6)
+    assert lrs[-1] == pytest.approx(0.005 * 4 / 9)
     assert sweep["agreement"] is None and (out / "profile.parquet").exists()
     assert len(sweep["expected_max"]["test"]["accuracy"]["scores"]) == 1
+
+
+def test_paired_design_and_missing_scores(tmp_path):
+    calls = []
+    sweep = run_sweep(base_config(), [3, 4, 5], [3, 4, 5], tmp_path, paired=True, train_fn=fake_trainer(calls))
+    assert [(c[0], c[1]) for c in calls] == [(3, 3), (4, 4), (5, 5)] and sweep["design"] == "paired"
+    assert summarize_sweep(sweep)["variance_decomposition"] is None  # not a grid
+    with pytest.raises(UsageError, match="as many init seeds"):
+        run_sweep(base_config(), [0, 1], [0], tmp_path, paired=True, train_fn=fake_trainer([]))
+
+    def no_ood(config):  # a run whose metrics lack one eval set: null, not NaN, and left out
+        m = fake_trainer([])(config)
+        del m["final"]["ood"]
+        return m
+
+    sweep = run_sweep(base_config(), [0, 1], [0], tmp_path / "m", train_fn=no_ood)
+    assert sweep["runs"][0]["scores"]["ood"] == {"accuracy": None, "macro_f1": None}
+    summary = summarize_sweep(sweep)
+    assert "accuracy" not in summary["expected_max"]["ood"] and len(summary["expected_max"]["dev"]["accuracy"]["n"]) == 2
+    json.dumps(sweep, allow_nan=False)
+    with pytest.raises(UsageError, match="no run reported accuracy on 'ood'"):
+        run_sweep(base_config(), [0, 1], [0], tmp_path / "e", early_stop=(2, 0.5, 1), eval_set="ood", train_fn=no_ood)
+
+
+def test_train_seeds_cli_json(tmp_path):
+    """`soicurate train --seeds N`: N paired runs as a sweep, --json is the sweep.json."""
+    from click.testing import CliRunner
+
+    from soicurate.cli import main
+    from tiny_model import save_assets
+
+    root = tmp_path / "assets"
+    model_dir = save_assets(root, splits=(("train", 40, 0), ("test", 20, 1)))
+    args = ["train", "--model", str(model_dir), "--train", str(root / "train.csv"), "--text-column", "sentence",
+            "--eval", f"test={root / 'test.csv'}", "--epochs", "2", "--lr", "0.005", "--seed", "7", "--seeds", "3"]  # fmt: skip
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    printed = json.loads(result.stdout)
+    assert printed == json.loads((out / "sweep.json").read_text())
+    assert printed["design"] == "paired"
+    assert [(r["init_seed"], r["data_seed"]) for r in printed["runs"]] == [(7, 7), (8, 8), (9, 9)]
+    assert printed["agreement"]["n_runs"] == 3 and printed["agreement"]["n_examples"] == 40
+    assert len(printed["expected_max"]["test"]["accuracy"]["n"]) == 3
+    # --data-seed fixes the data order: only the initialisation changes
+    out2 = tmp_path / "init-only"
+    result = CliRunner().invoke(main, [*args[:-2], "--seeds", "2", "--data-seed", "1", "-o", str(out2), "--quiet"])
+    assert result.exit_code == 0, result.output + result.stderr
+    runs = json.loads((out2 / "sweep.json").read_text())["runs"]
+    assert [(r["init_seed"], r["data_seed"]) for r in runs] == [(7, 1), (8, 1)]
+    bad = CliRunner().invoke(main, [*args[:-2], "--seeds", "1", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--seeds" in bad.stderr

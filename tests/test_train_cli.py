@@ -27,10 +27,12 @@ def test_train_writes_model_dynamics_and_metrics(tmp_path, assets):
     result = run(["--model", model_dir, "--train", root / "train.csv", "--text-column", "sentence",
                   "--eval", f"test={root / 'test.csv'}", "--eval", f"ood={root / 'ood.csv'}",
                   "--epochs", 3, "--lr", 5e-3, "--batch-size", 8, "--seed", 1, "--data-seed", 2,
-                  "-o", out, "--quiet"])  # fmt: skip
+                  "-o", out, "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output + result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads(result.stdout) == metrics  # stdout is the JSON alone (no Trainer log lines)
     assert metrics["label_names"] == ["neg", "pos"]
+    assert metrics["epochs_run"] == 3 and not metrics["stopped_early"]
     assert (metrics["seed"], metrics["data_seed"], metrics["num_train_examples"]) == (1, 2, 80)
     assert [row["epoch"] for row in metrics["per_epoch"]] == [1, 2, 3]
     for row in metrics["per_epoch"]:

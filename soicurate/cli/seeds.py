@@ -44,17 +44,12 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
           --early-stop 8,0.5,2 -o sweeps/exp-es
     """
     import json
-    from pathlib import Path
 
-    from soicurate.atomic import write_text_atomic
-    from soicurate.errors import UsageError
     from soicurate.training.config import TrainConfig
-    from soicurate.training.seeds import parse_early_stop, plot_expected_max, run_sweep, summarize_sweep
+    from soicurate.training.seeds import check_sweep_dir, parse_early_stop, run_sweep, write_sweep
 
     early = parse_early_stop(early_stop) if early_stop else None
-    out = Path(output_dir)
-    if (out / "sweep.json").exists():
-        raise UsageError(f"{out}: already holds a seed sweep (use another --output-dir)")
+    out = check_sweep_dir(output_dir)
     config = TrainConfig.from_file(config_file)
     if quiet or as_json:
         from soicurate.training.trainer import silence_libraries
@@ -63,26 +58,7 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
     out.mkdir(parents=True, exist_ok=True)
     sweep = run_sweep(config, init_seeds, data_seeds, out, early, eval_set=eval_set, metric=metric,
                       progress=not quiet and not as_json)  # fmt: skip
-    for r in sweep["runs"]:
-        r.pop("metrics", None)  # each run's own metrics.json holds them
-    sweep.update(summarize_sweep(sweep))
-    plot_expected_max(sweep["expected_max"], metric, out / "expected_max.png")
-    sweep["plot"] = str(out / "expected_max.png")
-    dyn = [r["dynamics_dir"] for r in sweep["runs"] if r["completed"] and r["dynamics_dir"]]
-    sweep["profile"] = None
-    sweep["agreement"] = None
-    if dyn:
-        from soicurate.profiling.pipeline import read_profile, write_profile
-
-        write_profile(dyn, out / "profile.parquet")
-        sweep["profile"] = str(out / "profile.parquet")
-        if len(dyn) > 1:
-            from soicurate.training.seeds import agreement_stats
-
-            prof = read_profile(out / "profile.parquet")
-            sweep["agreement"] = agreement_stats(prof["run_categories"])
-            sweep["agreement"]["runs"] = dyn
-    write_text_atomic(out / "sweep.json", json.dumps(sweep, indent=2, allow_nan=True) + "\n")
+    sweep = write_sweep(sweep, out)
     if as_json:
         click.echo(json.dumps(sweep, indent=2))
     elif not quiet:

@@ -42,10 +42,11 @@ def _eval_pairs(ctx, param, values):
 @click.option("--bf16", is_flag=True, default=None, help="Mixed precision bf16.")
 @click.option("--evaluate", type=click.Choice(["epoch", "end"]), help="Evaluate the --eval sets after every epoch or only at the end.  [default: epoch]")
 @click.option("--max-train-examples", type=int, help="Train on a random subset of this size (fixed by the data seed).")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=2), help="Run N fine-tuning runs (seeds SEED..SEED+N-1, data order changing with each unless --data-seed fixes it) as a seed sweep in OUTPUT_DIR; for grids and early stopping see `soicurate seeds`.")
 @click.option("--resume", is_flag=True, default=None, help="Resume from the last checkpoint in OUTPUT_DIR/checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary.")
-def train(config_file, train_data, eval_data, label_names, as_json, quiet, **flags):
+def train(config_file, train_data, eval_data, label_names, n_seeds, as_json, quiet, **flags):
     """Fine-tune a classifier and record its training dynamics (stage one).
 
     Writes OUTPUT_DIR/model (final model), OUTPUT_DIR/dynamics (a run directory for
@@ -62,6 +63,7 @@ def train(config_file, train_data, eval_data, label_names, as_json, quiet, **fla
           --text-pair-column hypothesis --record eval -o runs/snli
       soicurate train --config experiment.yaml --seed 3
       soicurate train --config experiment.yaml --resume
+      soicurate train --config experiment.yaml --seeds 5 -o sweeps/exp
     """
     import json
 
@@ -80,11 +82,38 @@ def train(config_file, train_data, eval_data, label_names, as_json, quiet, **fla
     if label_names is not None:
         overrides["label_names"] = [n.strip() for n in label_names.split(",")]
     config = TrainConfig.from_file(config_file, **overrides) if config_file else TrainConfig(**overrides)
+    if n_seeds:
+        return train_seeds(config, n_seeds, fixed_data_seed=flags.get("data_seed") is not None or
+                           config.data_seed is not None, as_json=as_json, quiet=quiet)  # fmt: skip
     metrics = run_training(config, progress=not quiet and not as_json)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     elif not quiet:
         click.echo(format_metrics(metrics))
+
+
+def train_seeds(config, n: int, *, fixed_data_seed: bool, as_json: bool, quiet: bool) -> None:
+    """`train --seeds N`: N runs of one configuration, written and summarised as a sweep."""
+    import json
+
+    from soicurate.cli.seeds import format_sweep
+    from soicurate.errors import UsageError
+    from soicurate.training.seeds import check_sweep_dir, run_sweep, write_sweep
+
+    if config.resume:
+        raise UsageError("--seeds starts new runs; resume a single run with --resume and its own --output-dir")
+    config.validate()
+    out = check_sweep_dir(config.output_dir)
+    init_seeds = list(range(config.seed, config.seed + n))
+    if fixed_data_seed:  # only the initialisation changes
+        sweep = run_sweep(config, init_seeds, [config.effective_data_seed], out, progress=not quiet and not as_json)
+    else:
+        sweep = run_sweep(config, init_seeds, init_seeds, out, paired=True, progress=not quiet and not as_json)
+    sweep = write_sweep(sweep, out)
+    if as_json:
+        click.echo(json.dumps(sweep, indent=2))
+    elif not quiet:
+        click.echo(format_sweep(sweep))
 
 
 def format_metrics(metrics: dict) -> str:

@@ -163,6 +163,10 @@ def group_columns(df, meta: dict) -> list[str]:
     return cols
 
 
+def _nan_if_none(value) -> float:
+    return math.nan if value is None else float(value)
+
+
 def seed_agreement(df, *, top: int = DEFAULT_TOP) -> dict | None:
     """Per-seed agreement of a multi-run profile: per category, the pooled seed-vs-seed
     matrix and the examples the runs disagree on most. None for a single-run profile."""
@@ -170,19 +174,12 @@ def seed_agreement(df, *, top: int = DEFAULT_TOP) -> dict | None:
 
     if "category_agreement" not in df.columns or "run_categories" not in df.columns:
         return None
-    R = df.schema["run_categories"].size
-    codes = np.stack(
-        [
-            df.select(pl.col("run_categories").arr.get(j).to_physical()).to_series().to_numpy().astype(np.int64)
-            for j in range(R)
-        ],
-        axis=1,
-    )
-    pair = np.zeros((K, K), np.int64)
-    for i in range(R):
-        for j in range(i + 1, R):
-            m = np.bincount(codes[:, i] * K + codes[:, j], minlength=K * K).reshape(K, K)
-            pair += m + m.T
+    from soicurate.profiling.agreement import agreement_stats, category_codes, category_counts, pair_counts
+
+    codes, _ = category_codes(df["run_categories"], CATEGORIES)
+    R = codes.shape[1]
+    pair = pair_counts(category_counts(codes, K))
+    stats = agreement_stats(df["run_categories"], CATEGORIES)
     agreement = df["category_agreement"].to_numpy()
     cats = df["category"].to_physical().to_numpy().astype(np.int64)
     per_cat = []
@@ -193,6 +190,8 @@ def seed_agreement(df, *, top: int = DEFAULT_TOP) -> dict | None:
             "category": name, "count": n,
             "mean_agreement": float(agreement[mask].mean()) if n else math.nan,
             "unanimous_share": float((agreement[mask] >= 1 - 1e-12).mean()) if n else math.nan,
+            "reproduced": _nan_if_none(stats["per_category"][name]["reproduced"]),
+            "stable": stats["per_category"][name]["unanimous"],
         })  # fmt: skip
     unanimous = float((agreement >= 1 - 1e-12).mean()) if len(agreement) else math.nan
     by, desc = ["category_agreement", "confidence_std", "example_id"], [False, True, False]
@@ -547,8 +546,14 @@ def _render_html(c: dict) -> str:
         parts.append(H.table(
             [{**r, "category": r["category"].replace("_", " ")} for r in s["per_category"]],
             [("category", "modal category"), ("count", "examples", "int"), ("mean_agreement", "mean agreement", "float"),
-             ("unanimous_share", "all runs agree", "pct")],
+             ("unanimous_share", "all runs agree", "pct"), ("stable", "seed-stable examples", "int"),
+             ("reproduced", "reproduced by another run", "pct")],
         ))  # fmt: skip
+        parts.append(
+            "<p><i>Seed-stable examples</i> are those every run puts in the category: the curation candidates that "
+            "do not depend on the seed (<code>soicurate curate --min-agreement 1</code>). <i>Reproduced by another "
+            "run</i>: when one run puts an example in the category, how often another run does too.</p>"
+        )
         parts.append("<h3>Category in one run against another (all pairs of runs pooled)</h3>")
         parts.append(H.heat_table(s["pair_matrix"], CATEGORIES, CATEGORIES, corner="one run \\ another"))
         parts.append("<h3>Examples the runs disagree on most</h3>")
@@ -681,12 +686,13 @@ def _render_markdown(c: dict, files: dict) -> str:
     s = c["seeds"]
     if s:
         L += ["## Seed agreement", "", f"{s['runs']} runs; all agree on {s['unanimous_share']:.1%} of the examples "
-              f"(mean agreement {s['mean_agreement']:.3f}).", "", "| modal category | examples | mean agreement | all agree |",
-              "|---|---:|---:|---:|"]  # fmt: skip
+              f"(mean agreement {s['mean_agreement']:.3f}).", "", "| modal category | examples | mean agreement | all agree | reproduced by another run |",
+              "|---|---:|---:|---:|---:|"]  # fmt: skip
         for r in s["per_category"]:
             ma = "-" if math.isnan(r["mean_agreement"]) else f"{r['mean_agreement']:.3f}"
             ua = "-" if math.isnan(r["unanimous_share"]) else f"{r['unanimous_share']:.1%}"
-            L.append(f"| {r['category']} | {r['count']:,} | {ma} | {ua} |")
+            rp = "-" if math.isnan(r["reproduced"]) else f"{r['reproduced']:.1%}"
+            L.append(f"| {r['category']} | {r['count']:,} | {ma} | {ua} | {rp} |")
         L.append("")
     tr = c["transitions"]
     if tr is not None:

@@ -41,6 +41,8 @@ class TrainConfig:
     bf16: bool = False
     max_train_examples: int | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    stop_after_epoch: int | None = None  # stop (resumably) after this epoch, inside the full epochs' schedule
+    subset_seed: int | None = None  # which max_train_examples subset; defaults to the data seed
     evaluate: str = "epoch"  # evaluate the eval sets after every epoch, or only at the "end"
     resume: bool = False
 
@@ -64,6 +66,10 @@ class TrainConfig:
             raise UsageError(f"warmup must be >= 0, got {self.warmup}")
         if self.evaluate not in ("epoch", "end"):
             raise UsageError(f"evaluate must be 'epoch' or 'end', got {self.evaluate!r}")
+        if self.stop_after_epoch is not None and not (
+            isinstance(self.stop_after_epoch, int) and 1 <= self.stop_after_epoch < self.epochs
+        ):
+            raise UsageError(f"stop_after_epoch must be an integer in [1, epochs={self.epochs}), got {self.stop_after_epoch!r}")
         if self.fp16 and self.bf16:
             raise UsageError("choose fp16 or bf16, not both")
         return self
@@ -71,6 +77,10 @@ class TrainConfig:
     @property
     def effective_data_seed(self) -> int:
         return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def effective_subset_seed(self) -> int:
+        return self.effective_data_seed if self.subset_seed is None else self.subset_seed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

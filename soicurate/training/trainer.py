@@ -91,6 +91,24 @@ def _compute_metrics(eval_pred):
     return classification_metrics(logits, eval_pred.label_ids)
 
 
+def StopAfterEpoch(epoch: int):
+    """A callback that ends training after `epoch` epochs while the learning-rate schedule
+    stays that of the full run, so a later resume continues the same schedule (Dodge et
+    al.'s early stopping ranks runs that are part-way through their real schedule, not
+    shorter runs whose learning rate already decayed to zero). Epoch-end evaluation and the
+    checkpoint still happen, because the Trainer saves after the epoch-end callbacks."""
+    from transformers import TrainerCallback
+
+    class _StopAfterEpoch(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if state.epoch is not None and state.epoch >= epoch - 1e-6:
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return _StopAfterEpoch()
+
+
 def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tokenizer=None):
     """A configured (Dynamics)Trainer and what it was built from; nothing is trained yet."""
     import torch
@@ -103,7 +121,7 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
     label_names = label_names_of(raw_train, config.label_column, config.label_names)
     del raw_train
     train_ds = prepare_split(config.train, tokenizer, config, label_names, limit=config.max_train_examples,
-                             seed=config.effective_data_seed, id_column=config.id_column)  # fmt: skip
+                             seed=config.effective_subset_seed, id_column=config.id_column)  # fmt: skip
     eval_sets = {name: prepare_split(spec, tokenizer, config, label_names) for name, spec in config.eval.items()}
     model = model or load_classifier(config.model, label_names, config.seed)
     args = TrainingArguments(
@@ -139,6 +157,8 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics,
     )
+    if config.stop_after_epoch is not None:
+        common["callbacks"] = [StopAfterEpoch(config.stop_after_epoch)]
     if config.record == "none":
         trainer = Trainer(**common)
     else:
@@ -150,6 +170,12 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
             dynamics_mode=config.record,
             dynamics_options={"label_names": label_names, "overwrite": not config.resume},
         )
+    if not progress:
+        from transformers import PrinterCallback
+
+        # without progress bars the Trainer prints every log dict to stdout instead, which
+        # would break --json output and --quiet
+        trainer.remove_callback(PrinterCallback)
     return trainer, train_ds, eval_sets, label_names
 
 
@@ -174,13 +200,25 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict:
         trainer.evaluate()  # logs eval_<name>_* once, at the final epoch
     trainer.save_model(str(out / MODEL_SUBDIR))
     metrics = summarize(config, trainer.state.log_history, seconds, len(train_ds), label_names, eval_sets,
-                        result.metrics, trainer)  # fmt: skip
+                        result.metrics, trainer, checkpoint_epoch(resume_from))  # fmt: skip
     write_text_atomic(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def summarize(config, log_history, seconds, num_train, label_names, eval_sets, train_metrics, trainer) -> dict:
-    """Per-epoch evaluation metrics per evaluation set, timings and the resolved config."""
+def checkpoint_epoch(checkpoint) -> float:
+    """The epoch a Trainer checkpoint was saved at (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["epoch"] or 0.0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def summarize(config, log_history, seconds, num_train, label_names, eval_sets, train_metrics, trainer,
+              start_epoch: float = 0.0) -> dict:
+    """Per-epoch evaluation metrics per evaluation set, timings (per epoch trained in this
+    call, which started at `start_epoch` when resumed) and the resolved config."""
     epochs: dict[int, dict] = {}
     for entry in log_history:
         if "epoch" not in entry:
@@ -197,6 +235,8 @@ def summarize(config, log_history, seconds, num_train, label_names, eval_sets, t
     per_epoch = [epochs[e] for e in sorted(epochs)]
     final = {name: per_epoch[-1].get(name, {}) for name in eval_sets} if per_epoch else {}
     dynamics = getattr(getattr(trainer, "dynamics", None), "recorder", None)
+    epochs_run = int(round(trainer.state.epoch or 0))
+    first_epoch = int(round(start_epoch))
     return {
         "model": config.model,
         "train": config.train,
@@ -205,8 +245,10 @@ def summarize(config, log_history, seconds, num_train, label_names, eval_sets, t
         "seed": config.seed,
         "data_seed": config.effective_data_seed,
         "epochs": config.epochs,
+        "epochs_run": epochs_run,
+        "stopped_early": epochs_run < config.epochs,
         "train_seconds": seconds,
-        "seconds_per_epoch": seconds / max(config.epochs, 1),
+        "seconds_per_epoch": seconds / max(epochs_run - first_epoch, 1),
         "train_samples_per_second": train_metrics.get("train_samples_per_second"),
         "per_epoch": per_epoch,
         "final": final,
