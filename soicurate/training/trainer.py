@@ -91,6 +91,17 @@ def _compute_metrics(eval_pred):
     return classification_metrics(logits, eval_pred.label_ids)
 
 
+def _trainer_classes():
+    """Trainer and DynamicsTrainer with the data order governed by the data seed alone."""
+    from transformers import Trainer
+
+    from soicurate.recording.hf import DynamicsTrainer
+    from soicurate.training.sampler import EpochSeededSamplerMixin
+
+    return (type("SeededTrainer", (EpochSeededSamplerMixin, Trainer), {}),
+            type("SeededDynamicsTrainer", (EpochSeededSamplerMixin, DynamicsTrainer), {}))  # fmt: skip
+
+
 def StopAfterEpoch(epoch: int):
     """A callback that ends training after `epoch` epochs while the learning-rate schedule
     stays that of the full run, so a later resume continues the same schedule (Dodge et
@@ -112,9 +123,10 @@ def StopAfterEpoch(epoch: int):
 def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tokenizer=None):
     """A configured (Dynamics)Trainer and what it was built from; nothing is trained yet."""
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     config.validate()
+    SeededTrainer, SeededDynamicsTrainer = _trainer_classes()
     out = Path(config.output_dir)
     tokenizer = tokenizer or load_tokenizer(config.model)
     raw_train = load_split(DataSpec.parse(config.train))
@@ -160,11 +172,9 @@ def build_trainer(config: TrainConfig, *, progress: bool = True, model=None, tok
     if config.stop_after_epoch is not None:
         common["callbacks"] = [StopAfterEpoch(config.stop_after_epoch)]
     if config.record == "none":
-        trainer = Trainer(**common)
+        trainer = SeededTrainer(**common)
     else:
-        from soicurate.recording.hf import DynamicsTrainer
-
-        trainer = DynamicsTrainer(
+        trainer = SeededDynamicsTrainer(
             **common,
             dynamics_dir=out / DYNAMICS_SUBDIR,
             dynamics_mode=config.record,
