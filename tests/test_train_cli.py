@@ -26,25 +26,28 @@ def test_train_writes_model_dynamics_and_metrics(tmp_path, assets):
     out = tmp_path / "run"
     result = run(["--model", model_dir, "--train", root / "train.csv", "--text-column", "sentence",
                   "--eval", f"test={root / 'test.csv'}", "--eval", f"ood={root / 'ood.csv'}",
-                  "--epochs", 3, "--lr", 5e-3, "--batch-size", 8, "--seed", 1, "--data-seed", 2,
+                  "--epochs", 10, "--lr", 3e-3, "--batch-size", 8, "--seed", 1, "--data-seed", 2,
                   "-o", out, "--json"])  # fmt: skip
+    # (a from-scratch 2-layer model on 80 noisy examples: 3 epochs at a decaying rate leave it
+    # at the constant prediction for most seeds, 10 epochs learn it for all we tried)
     assert result.exit_code == 0, result.output + result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads(result.stdout) == metrics  # stdout is the JSON alone (no Trainer log lines)
     assert metrics["label_names"] == ["neg", "pos"]
-    assert metrics["epochs_run"] == 3 and not metrics["stopped_early"]
+    assert metrics["epochs_run"] == 10 and not metrics["stopped_early"]
     assert (metrics["seed"], metrics["data_seed"], metrics["num_train_examples"]) == (1, 2, 80)
-    assert [row["epoch"] for row in metrics["per_epoch"]] == [1, 2, 3]
+    assert [row["epoch"] for row in metrics["per_epoch"]] == list(range(1, 11))
+    assert metrics["per_epoch"][-1]["train_loss"] < metrics["per_epoch"][0]["train_loss"]
     for row in metrics["per_epoch"]:
         for name in ("test", "ood"):
             assert 0 <= row[name]["accuracy"] <= 1 and 0 <= row[name]["macro_f1"] <= 1
-    assert metrics["final"]["test"]["accuracy"] > 0.6  # the tiny task is learnable
+    assert metrics["final"]["test"]["accuracy"] > 0.6  # above the majority class (0.575): it learned
     assert (out / "model" / "config.json").exists()
     import soicurate
 
     profile = soicurate.profile(out / "dynamics")
     assert profile.height == 80
-    assert profile["epochs_seen"].unique().to_list() == [3]
+    assert profile["epochs_seen"].unique().to_list() == [10]
     assert set(profile["label_name"].unique()) <= {"neg", "pos"}
 
 
