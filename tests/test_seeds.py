@@ -187,6 +187,10 @@ def test_early_stopping_bookkeeping(tmp_path):
     summary = summarize_sweep(sweep)
     assert len(summary["expected_max"]["dev"]["accuracy"]["scores"]) == 2  # completed runs only
     assert summary["variance_decomposition"] is None
+    from soicurate.cli.seeds import format_sweep
+
+    text = format_sweep({**sweep, **summary, "plot": str(tmp_path / "expected_max.png")})
+    assert "continued i1-d1, i2-d0" in text and "14 of 20 epochs, 6 saved (30%)" in text
     # the metric and eval set choose who continues
     calls = []
     sweep = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "b", early_stop=(4, 0.5, 1), eval_set="ood",

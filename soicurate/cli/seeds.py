@@ -67,8 +67,15 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
 
 def format_sweep(sweep: dict) -> str:
     metric = sweep["metric"]
-    lines = [f"seed sweep: {len(sweep['runs'])} runs, {sweep['compute']['epochs_run']} epochs "
-             f"({sweep['compute']['epochs_saved']} saved by early stopping)"]  # fmt: skip
+    c = sweep["compute"]
+    lines = [f"seed sweep: {len(sweep['runs'])} runs, {c['epochs_run']} epochs trained"]
+    early = sweep.get("early_stopping")
+    if early:
+        pairs = lambda ks: ", ".join(f"i{i}-d{d}" for i, d in ks)  # noqa: E731
+        lines.append(f"  early stopping: {early['t']} started, ranked by {early['metric']} on {early['eval_set']} "
+                     f"after epoch {early['cut_epoch']}; continued {pairs(early['continued'])}")  # fmt: skip
+        lines.append(f"  compute: {c['epochs_run']} of {c['epochs_full_sweep']} epochs, "
+                     f"{c['epochs_saved']} saved ({c['fraction_saved']:.0%})")  # fmt: skip
     for name, per_metric in sweep["expected_max"].items():
         row = per_metric.get(metric)
         if row:
