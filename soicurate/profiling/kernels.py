@@ -72,6 +72,26 @@ def validate_block(gold, pred, p_gold, loss, margin, has_margin, num_labels, cod
 CHUNK = 512
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _flag_epoch(flag, e, lo, hi, g0, gold, pred, p_gold, loss, margin, has_margin, num_labels):
+    """flag[j] |= example lo + j has any of validate_block's problems in epoch row e (the
+    branch-free check shared by the fused kernel and count_invalid)."""
+    ge = gold[e, lo:hi]
+    pe = pred[e, lo:hi]
+    qe = p_gold[e, lo:hi]
+    le = loss[e, lo:hi]
+    for j in range(hi - lo):
+        g = ge[j]
+        r = pe[j]
+        q = qe[j]
+        flag[j] |= ((g != g0[j]) | (g < 0) | (g >= num_labels) | (r < 0) | (r >= num_labels)
+                    | ~((q >= 0.0) & (q <= 1.0)) | ~(np.abs(le[j]) < np.inf))  # fmt: skip
+    if has_margin:
+        me = margin[e, lo:hi]
+        for j in range(hi - lo):
+            flag[j] |= ~(np.abs(me[j]) < np.inf)
+
+
 @njit(cache=True, nogil=True)
 def _profile_chunk(
     lo, hi, reference, gold, pred, p_gold, loss, margin, has_margin, validate, num_labels, late_start,
@@ -126,17 +146,7 @@ def _profile_chunk(
             for j in range(m):
                 ms[j] += me[j]
         if validate:
-            ge = gold[e, lo:hi]
-            for j in range(m):
-                g = ge[j]
-                r = pe[j]
-                q = qe[j]
-                flag[j] |= ((g != g0[j]) | (g < 0) | (g >= num_labels) | (r < 0) | (r >= num_labels)
-                            | ~((q >= 0.0) & (q <= 1.0)) | ~(np.abs(le[j]) < np.inf))  # fmt: skip
-            if has_margin:
-                me = margin[e, lo:hi]
-                for j in range(m):
-                    flag[j] |= ~(np.abs(me[j]) < np.inf)
+            _flag_epoch(flag, e, lo, hi, g0, gold, pred, p_gold, loss, margin, has_margin, num_labels)
     for j in range(m):
         s[j] = s[j] * inv_e
     for e in range(E):
@@ -267,20 +277,7 @@ def _invalid_chunk(lo, hi, gold, pred, p_gold, loss, margin, has_margin, num_lab
     g0 = gold[0, lo:hi]
     flag = np.zeros(m, np.bool_)
     for e in range(E):
-        ge = gold[e, lo:hi]
-        pe = pred[e, lo:hi]
-        qe = p_gold[e, lo:hi]
-        le = loss[e, lo:hi]
-        for j in range(m):
-            g = ge[j]
-            r = pe[j]
-            q = qe[j]
-            flag[j] |= ((g != g0[j]) | (g < 0) | (g >= num_labels) | (r < 0) | (r >= num_labels)
-                        | ~((q >= 0.0) & (q <= 1.0)) | ~(np.abs(le[j]) < np.inf))  # fmt: skip
-        if has_margin:
-            me = margin[e, lo:hi]
-            for j in range(m):
-                flag[j] |= ~(np.abs(me[j]) < np.inf)
+        _flag_epoch(flag, e, lo, hi, g0, gold, pred, p_gold, loss, margin, has_margin, num_labels)
     nbad = 0
     for j in range(m):
         nbad += flag[j]
