@@ -190,6 +190,8 @@ def seeds(tmp_path_factory):
         generate_run(root / f"s{seed}", 2000, 6, seed=seed)
     write_profile([root / f"s{s}" for s in (0, 1, 2)], root / "seeds.parquet")
     write_profile(root / "s0", root / "single.parquet")
+    ids = read_profile(root / "single.parquet")["example_id"]
+    pl.DataFrame({"example_id": ids, "text": [f"sentence about example {i}" for i in ids]}).write_csv(root / "texts.csv")
     return root
 
 
@@ -198,7 +200,7 @@ EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:|//|ftp:)"
 
 def test_report_with_seeds_and_comparison(seeds, tmp_path):
     out = tmp_path / "audit"
-    rep = audit(seeds / "seeds.parquet", out, compare=seeds / "single.parquet", top=5)
+    rep = audit(seeds / "seeds.parquet", out, compare=seeds / "single.parquet", top=5, dataset=str(seeds / "texts.csv"))
     for key in ("html", "markdown", "json", "issues_csv", "issues_parquet", "scores_parquet", "transitions_png"):
         assert rep.files[key].exists(), key
     html = rep.files["html"].read_text()
@@ -220,6 +222,11 @@ def test_report_with_seeds_and_comparison(seeds, tmp_path):
         in_cat = prof.filter(pl.col("category") == row["category"])
         assert row["stable"] == in_cat.filter(pl.col("category_agreement") == 1).height
     assert "seed-stable examples" in rep.files["html"].read_text()
+    # the examples the runs disagree on most come with their text
+    section = html.split('id="seeds"')[1].split('id="transitions"')[0]
+    shown = [int(i) for i in re.findall(r"sentence about example (\d+)", section)]
+    assert len(shown) == 5
+    assert prof.filter(pl.col("example_id").is_in(shown))["category_agreement"].max() < 1
     assert s["transitions"]["joined"] == 2000 and s["transitions"]["only_in_a"] == 0
     assert s["label_issues"]["epochs"] == 18  # 3 runs x 6 epochs
     # capped tables: 5 rows and a count of the rest

@@ -300,6 +300,8 @@ def audit(
     forgot_top = forgot.top_k(top, by=by, reverse=[not d for d in desc]).sort(by, descending=desc)
     if texts is not None:
         forgot_top = forgot_top.join(texts, on="example_id", how="left", maintain_order="left")
+        if seeds is not None:
+            seeds["lowest"] = seeds["lowest"].join(texts, on="example_id", how="left", maintain_order="left")
 
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
     files: dict[str, Path] = {}
@@ -561,7 +563,8 @@ def _render_html(c: dict) -> str:
         parts.append(H.table(rows, [("example_id", "example id", "id"), ("label_name", "label"),
                                     ("category", "modal category"), ("category_agreement", "agreement", "float"),
                                     ("run_categories", "per run"), ("confidence", "confidence", "float"),
-                                    ("confidence_std", "confidence std across runs", "float")],
+                                    ("confidence_std", "confidence std across runs", "float")]
+                             + ([("text", "text", "text")] if c["texts"] else []),
                              total=s["disagreeing"]))  # fmt: skip
 
     # transitions
@@ -686,13 +689,13 @@ def _render_markdown(c: dict, files: dict) -> str:
     s = c["seeds"]
     if s:
         L += ["## Seed agreement", "", f"{s['runs']} runs; all agree on {s['unanimous_share']:.1%} of the examples "
-              f"(mean agreement {s['mean_agreement']:.3f}).", "", "| modal category | examples | mean agreement | all agree | reproduced by another run |",
-              "|---|---:|---:|---:|---:|"]  # fmt: skip
+              f"(mean agreement {s['mean_agreement']:.3f}).", "", "| modal category | examples | mean agreement | all agree | seed-stable examples | reproduced by another run |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in s["per_category"]:
             ma = "-" if math.isnan(r["mean_agreement"]) else f"{r['mean_agreement']:.3f}"
             ua = "-" if math.isnan(r["unanimous_share"]) else f"{r['unanimous_share']:.1%}"
             rp = "-" if math.isnan(r["reproduced"]) else f"{r['reproduced']:.1%}"
-            L.append(f"| {r['category']} | {r['count']:,} | {ma} | {ua} | {rp} |")
+            L.append(f"| {r['category']} | {r['count']:,} | {ma} | {ua} | {r['stable']:,} | {rp} |")
         L.append("")
     tr = c["transitions"]
     if tr is not None:
