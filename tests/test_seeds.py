@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,9 @@ def fake_trainer(calls):
         trained = config.epochs if config.stop_after_epoch is None else config.stop_after_epoch
         calls.append((config.seed, config.data_seed, trained, config.resume, config.output_dir, config.epochs,
                       config.effective_subset_seed))  # fmt: skip
+        checkpoints = Path(config.output_dir) / "checkpoints"
+        assert checkpoints.is_dir() or not config.resume, "resumed after its checkpoints were deleted"
+        (checkpoints / f"checkpoint-{trained}").mkdir(parents=True, exist_ok=True)
         score = 0.5 + 0.1 * config.seed + 0.01 * config.data_seed + 0.001 * trained
         return {"final": {"dev": {"accuracy": score, "macro_f1": score - 0.1}, "ood": {"accuracy": score / 2}},
                 "dynamics_dir": config.output_dir + "/dynamics"}  # fmt: skip
@@ -191,11 +195,14 @@ def test_early_stopping_bookkeeping(tmp_path):
 
     text = format_sweep({**sweep, **summary, "plot": str(tmp_path / "expected_max.png")})
     assert "continued i1-d1, i2-d0" in text and "14 of 20 epochs, 6 saved (30%)" in text
+    # checkpoints of stopped runs go after the ranking, of continued runs after they finish
+    assert not list(tmp_path.glob("run-*/checkpoints"))
     # the metric and eval set choose who continues
     calls = []
     sweep = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "b", early_stop=(4, 0.5, 1), eval_set="ood",
-                      train_fn=fake_trainer(calls))  # fmt: skip
+                      train_fn=fake_trainer(calls), keep_checkpoints=True)  # fmt: skip
     assert sweep["early_stopping"]["continued"] == [[1, 1]]
+    assert len(list((tmp_path / "b").glob("run-*/checkpoints/checkpoint-*"))) == 4 + 1
 
 
 def test_sweep_rejects_bad_settings(tmp_path):
@@ -236,6 +243,10 @@ def test_seeds_cli_end_to_end(tmp_path):
     for seed in (0, 1):
         metrics = json.loads((out / f"run-i{seed}-d0" / "metrics.json").read_text())
         assert metrics["seed"] == seed and metrics["data_seed"] == 0
+        # finished runs keep the model and dynamics, not the resumable checkpoints (disk)
+        run_dir = out / f"run-i{seed}-d0"
+        assert (run_dir / "model" / "config.json").exists() and (run_dir / "dynamics" / "manifest.json").exists()
+        assert not (run_dir / "checkpoints").exists() and not sweep["checkpoints_kept"]
         assert sweep["runs"][seed]["scores"]["test"]["accuracy"] == metrics["final"]["test"]["accuracy"]
     table = sweep["expected_max"]["test"]["accuracy"]
     scores = [r["scores"]["test"]["accuracy"] for r in sweep["runs"]]
@@ -271,7 +282,7 @@ def test_seeds_cli_early_stopping_resumes_the_best(tmp_path):
     )
     out = tmp_path / "sweep"
     result = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0,1", "--early-stop", "2,0.5,1",
-                                       "-o", str(out), "--quiet"])  # fmt: skip
+                                       "--keep-checkpoints", "-o", str(out), "--quiet"])  # fmt: skip
     assert result.exit_code == 0, result.output + result.stderr
     sweep = json.loads((out / "sweep.json").read_text())
     early = sweep["early_stopping"]
@@ -283,6 +294,7 @@ def test_seeds_cli_early_stopping_resumes_the_best(tmp_path):
     i, d = early["continued"][0]
     manifest = json.loads((out / f"run-i{i}-d{d}" / "dynamics" / "manifest.json").read_text())
     assert manifest["epochs"] == [1, 2, 3]
+    assert sweep["checkpoints_kept"] and any((out / f"run-i{i}-d{d}" / "checkpoints").glob("checkpoint-*"))
     i, d = early["stopped"][0]
     manifest = json.loads((out / f"run-i{i}-d{d}" / "dynamics" / "manifest.json").read_text())
     assert manifest["epochs"] == [1, 2]

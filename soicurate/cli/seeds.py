@@ -26,9 +26,11 @@ def _seed_list(ctx, param, value):
 @click.option("--eval-set", help="Evaluation set that ranks runs (default: the config's first).")
 @click.option("--metric", default="accuracy", show_default=True, type=click.Choice(["accuracy", "macro_f1"]), help="Metric that ranks runs.")
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (runs, sweep.json, plots, profile).")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep each run's checkpoints/ (for resuming; about 3x the model each). By default they are deleted once a run is finished or stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print sweep.json on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary.")
-def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, output_dir, as_json, quiet):
+def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, output_dir, keep_checkpoints, as_json,
+          quiet):  # fmt: skip
     """Fine-tune once per (init seed, data seed) pair and report seed sensitivity.
 
     Writes DIR/run-iI-dD/ (one `soicurate train` run each), DIR/sweep.json (final scores,
@@ -57,7 +59,7 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
         silence_libraries()
     out.mkdir(parents=True, exist_ok=True)
     sweep = run_sweep(config, init_seeds, data_seeds, out, early, eval_set=eval_set, metric=metric,
-                      progress=not quiet and not as_json)  # fmt: skip
+                      progress=not quiet and not as_json, keep_checkpoints=keep_checkpoints)  # fmt: skip
     sweep = write_sweep(sweep, out)
     if as_json:
         click.echo(json.dumps(sweep, indent=2))

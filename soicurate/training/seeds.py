@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def _score(metrics: dict, eval_set: str, metric: str) -> float | None:
 
 
 def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, *, eval_set: str | None = None,
-              metric: str = "accuracy", train_fn=None, progress: bool = False, paired: bool = False) -> dict:
+              metric: str = "accuracy", train_fn=None, progress: bool = False, paired: bool = False,
+              keep_checkpoints: bool = False) -> dict:
     """Train one run per (init seed, data seed) pair into output_dir/run-i{I}-d{D}/.
 
     The pairs are the full grid init_seeds x data_seeds, or with `paired=True` the pairs
@@ -62,6 +64,10 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
     full number of epochs, the rest stop there.
     `train_fn(config) -> metrics dict` defaults to soicurate's trainer. Returns the sweep
     bookkeeping (runs, scores, early stopping, epochs run vs a full sweep).
+
+    Unless `keep_checkpoints`, a run's checkpoints/ (kept by the trainer for resuming, with
+    optimizer state: about 3x the model each) are deleted once the sweep is done with the run
+    (finished, or stopped by early stopping); model/, dynamics/ and metrics.json stay.
     """
     if train_fn is None:
         from soicurate.training.trainer import train as real_train
@@ -98,11 +104,16 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         return dataclasses.replace(base_config, seed=i, data_seed=d, subset_seed=subset_seed,
                                    output_dir=str(out / run_dir_name(i, d)), **changes)  # fmt: skip
 
+    def done_with(i, d):
+        if not keep_checkpoints:
+            drop_checkpoints(out / run_dir_name(i, d))
+
     runs = []
     early = None
     if early_stop is None:
         for i, d in pairs:
             m = train_fn(config_for(i, d))
+            done_with(i, d)
             runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
                          "completed": True, "metrics": m})  # fmt: skip
         epochs_run = len(pairs) * epochs
@@ -128,8 +139,12 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
                                                started.index(k)))  # fmt: skip
         keep = set(order[:p])
         for i, d in started:
+            if (i, d) not in keep:
+                done_with(i, d)
+        for i, d in started:
             if (i, d) in keep:
                 m = train_fn(config_for(i, d, resume=True))
+                done_with(i, d)
                 runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
                              "completed": True, "metrics": m})  # fmt: skip
             else:
@@ -160,10 +175,20 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         "metric": metric,
         "runs": runs,
         "early_stopping": early,
+        "checkpoints_kept": bool(keep_checkpoints),
         "compute": {"epochs_run": epochs_run, "epochs_full_sweep": full_epochs,
                     "epochs_saved": full_epochs - epochs_run,
                     "fraction_saved": (full_epochs - epochs_run) / full_epochs if full_epochs else 0.0},  # fmt: skip
     }
+
+
+def drop_checkpoints(run_dir) -> None:
+    """Delete run_dir/checkpoints/ (the trainer's resumable state), if there."""
+    from soicurate.training.trainer import CHECKPOINT_SUBDIR
+
+    path = Path(run_dir) / CHECKPOINT_SUBDIR
+    if path.is_dir():
+        shutil.rmtree(path)
 
 
 def _or_nan(value) -> float:
