@@ -207,14 +207,18 @@ def test_early_stopping_bookkeeping(tmp_path):
 
 def test_sweep_rejects_bad_settings(tmp_path):
     fake = fake_trainer([])
+    out = tmp_path / "sweep"
     with pytest.raises(UsageError, match="saves nothing"):
-        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(2, 0.9, 1), train_fn=fake)
+        run_sweep(base_config(), [0], [0, 1], out, early_stop=(2, 0.9, 1), train_fn=fake)
     with pytest.raises(UsageError, match="at least 2 epochs"):
-        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(2, 0.25, 1), train_fn=fake)
+        run_sweep(base_config(), [0], [0, 1], out, early_stop=(2, 0.25, 1), train_fn=fake)
     with pytest.raises(UsageError, match="only 2 pairs"):
-        run_sweep(base_config(), [0], [0, 1], tmp_path, early_stop=(3, 0.5, 1), train_fn=fake)
+        run_sweep(base_config(), [0], [0, 1], out, early_stop=(3, 0.5, 1), train_fn=fake)
     with pytest.raises(UsageError, match="no evaluation set"):
-        run_sweep(base_config(), [0], [0], tmp_path, eval_set="nope", train_fn=fake)
+        run_sweep(base_config(), [0], [0], out, eval_set="nope", train_fn=fake)
+    with pytest.raises(UsageError, match="seeds must not repeat"):
+        run_sweep(base_config(), [0, 0], [0], out, train_fn=fake)
+    assert not out.exists()  # nothing half-written
     with pytest.raises(UsageError):
         parse_early_stop("8,0.5")
     assert parse_early_stop("8,0.5,2") == (8, 0.5, 2)
@@ -362,3 +366,19 @@ def test_train_seeds_cli_json(tmp_path):
     assert [(r["init_seed"], r["data_seed"]) for r in runs] == [(7, 1), (8, 1)]
     bad = CliRunner().invoke(main, [*args[:-2], "--seeds", "1", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--seeds" in bad.stderr
+
+
+def test_seeds_cli_bad_model_leaves_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from soicurate.cli import main
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"model: {tmp_path / 'no-model'}\ntrain: {root / 'train.csv'}\neval:\n  test: {root / 'train.csv'}\n")
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0,1", "-o", str(out), "--quiet"])
+    assert result.exit_code == 2 and "no-model" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()

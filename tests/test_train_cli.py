@@ -58,7 +58,7 @@ def test_train_refuses_to_overwrite_and_reports_bad_input(tmp_path, assets):
     result = run(["--model", model_dir, "--train", root / "train.csv", "--text-column", "nope", "-o", tmp_path / "x", "--quiet"])
     assert result.exit_code == 2 and "no text column 'nope'" in result.stderr
     result = run(["--model", tmp_path / "no-model", "--train", root / "train.csv", "--text-column", "sentence", "-o", tmp_path / "x", "--quiet"])
-    assert result.exit_code == 2 and "no-model" in result.stderr
+    assert result.exit_code == 2 and "no-model: no such model directory" in result.stderr
     result = run(["--model", model_dir, "--train", root / "train.csv", "--eval", "bad-spec", "--quiet"])
     assert result.exit_code == 2 and "NAME=DATA" in result.output + result.stderr
 

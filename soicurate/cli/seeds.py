@@ -57,7 +57,6 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
         from soicurate.training.trainer import silence_libraries
 
         silence_libraries()
-    out.mkdir(parents=True, exist_ok=True)
     sweep = run_sweep(config, init_seeds, data_seeds, out, early, eval_set=eval_set, metric=metric,
                       progress=not quiet and not as_json, keep_checkpoints=keep_checkpoints)  # fmt: skip
     sweep = write_sweep(sweep, out)

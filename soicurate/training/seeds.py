@@ -108,6 +108,18 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         if not keep_checkpoints:
             drop_checkpoints(out / run_dir_name(i, d))
 
+    if early_stop is not None:
+        t, f, p = check_early_stop(early_stop)
+        if t > len(pairs):
+            raise UsageError(f"early stopping starts t={t} runs but the grid has only {len(pairs)} pairs")
+        cut = math.ceil(f * epochs)
+        if cut >= epochs:
+            raise UsageError(f"early stopping after ceil({f} * {epochs}) = {cut} epochs saves nothing: lower f")
+        if base_config.record != "none" and cut < 2:
+            raise UsageError(f"early stopping after {cut} epoch(s): recording dynamics needs at least 2 epochs "
+                             "before the cut (raise f or epochs, or record: none)")  # fmt: skip
+    # no mkdir here: the trainer creates each run's directory once it has loaded everything,
+    # so bad settings and a model or data that will not load leave nothing behind
     runs = []
     early = None
     if early_stop is None:
@@ -118,15 +130,6 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
                          "completed": True, "metrics": m})  # fmt: skip
         epochs_run = len(pairs) * epochs
     else:
-        t, f, p = check_early_stop(early_stop)
-        if t > len(pairs):
-            raise UsageError(f"early stopping starts t={t} runs but the grid has only {len(pairs)} pairs")
-        cut = math.ceil(f * epochs)
-        if cut >= epochs:
-            raise UsageError(f"early stopping after ceil({f} * {epochs}) = {cut} epochs saves nothing: lower f")
-        if base_config.record != "none" and cut < 2:
-            raise UsageError(f"early stopping after {cut} epoch(s): recording dynamics needs at least 2 epochs "
-                             "before the cut (raise f or epochs, or record: none)")  # fmt: skip
         started = pairs[:t]
         first = {}
         for i, d in started:

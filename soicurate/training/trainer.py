@@ -44,9 +44,17 @@ def silence_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
+def check_model_name(name: str) -> None:
+    """A model given as a path must exist: say so, rather than the Hub's repo-id rules."""
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise UsageError(f"{name}: no such model directory (give a local directory or a Hub name like org/model)")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    check_model_name(name)
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as exc:
