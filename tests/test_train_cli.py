@@ -28,8 +28,9 @@ def test_train_writes_model_dynamics_and_metrics(tmp_path, assets):
                   "--eval", f"test={root / 'test.csv'}", "--eval", f"ood={root / 'ood.csv'}",
                   "--epochs", 10, "--lr", 3e-3, "--batch-size", 8, "--seed", 1, "--data-seed", 2,
                   "-o", out, "--json"])  # fmt: skip
-    # (a from-scratch 2-layer model on 80 noisy examples: 3 epochs at a decaying rate leave it
-    # at the constant prediction for most seeds, 10 epochs learn it for all we tried)
+    # (a from-scratch 2-layer model on 80 noisy examples: 3 epochs at 5e-3, linearly decayed,
+    # left it at the constant prediction for every seed we tried; 10 epochs at 3e-3 reached
+    # 0.60-0.73 test accuracy for the 6 seed pairs we tried, this pair 0.65)
     assert result.exit_code == 0, result.output + result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads(result.stdout) == metrics  # stdout is the JSON alone (no Trainer log lines)
