@@ -71,6 +71,21 @@ def test_data_spec_parsing(tmp_path):
     assert DataSpec.parse(str(f)).path == str(f)
 
 
+def test_home_directory_paths_expand(tmp_path, monkeypatch):
+    """Config files are not expanded by a shell: ~ in a data or model path is the home directory."""
+    from soicurate.errors import UsageError
+    from soicurate.training.trainer import model_location
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    assert DataSpec.parse("~/data/train.csv:test") == DataSpec(str(tmp_path / "data" / "train.csv"), "test", None)
+    assert model_location("~/model") == str(tmp_path / "model")
+    assert model_location("org/model") == "org/model"  # a Hub name stays as given
+    with pytest.raises(UsageError, match="no-such: no such model directory"):
+        model_location("~/no-such")
+
+
 def test_stable_ids():
     assert stable_id("src", "train", 3) == stable_id("src", "train", 3)
     assert stable_id("src", "train", 3) != stable_id("src", "test", 3)

@@ -3,6 +3,7 @@ example a stable id, encode labels and tokenize (no padding: the collator pads p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ class DataSpec:
 
     @classmethod
     def parse(cls, text: str, default_split: str = "train") -> "DataSpec":
-        """'name', 'name:split', 'name[config]:split', 'file.csv' or 'dir' (split optional)."""
+        """'name', 'name:split', 'name[config]:split', 'file.csv' or 'dir' (split optional);
+        a leading ~ is the home directory (config files are not expanded by a shell)."""
+        if text.startswith("~"):
+            text = os.path.expanduser(text)
         path, split = text, default_split
         if ":" in text and not Path(text).exists():
             path, split = text.rsplit(":", 1)

@@ -18,6 +18,7 @@ Output directory::
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -44,17 +45,21 @@ def silence_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
-def check_model_name(name: str) -> None:
-    """A model given as a path must exist: say so, rather than the Hub's repo-id rules."""
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_like_path and not Path(name).expanduser().exists():
+def model_location(name: str) -> str:
+    """A Hub name as given, a local path with ~ expanded; a path that does not exist is an
+    error that says so (rather than the Hub's repo-id rules)."""
+    if name.startswith("~"):
+        name = os.path.expanduser(name)
+    looks_like_path = name.startswith((".", "/")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path and not Path(name).exists():
         raise UsageError(f"{name}: no such model directory (give a local directory or a Hub name like org/model)")
+    return name
 
 
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    check_model_name(name)
+    name = model_location(name)
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as exc:
@@ -65,6 +70,7 @@ def load_classifier(name: str, label_names: list[str], seed: int):
     """A sequence classifier with a fresh head of len(label_names) outputs, seeded by `seed`."""
     from transformers import AutoModelForSequenceClassification, set_seed
 
+    name = model_location(name)
     set_seed(seed)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
