@@ -150,8 +150,11 @@ def fake_trainer(calls):
         assert checkpoints.is_dir() or not config.resume, "resumed after its checkpoints were deleted"
         (checkpoints / f"checkpoint-{trained}").mkdir(parents=True, exist_ok=True)
         score = 0.5 + 0.1 * config.seed + 0.01 * config.data_seed + 0.001 * trained
-        return {"final": {"dev": {"accuracy": score, "macro_f1": score - 0.1}, "ood": {"accuracy": score / 2}},
-                "dynamics_dir": config.output_dir + "/dynamics"}  # fmt: skip
+        metrics = {"final": {"dev": {"accuracy": score, "macro_f1": score - 0.1}, "ood": {"accuracy": score / 2}},
+                   "dynamics_dir": config.output_dir + "/dynamics", "epochs_run": trained,
+                   "config": config.to_dict()}  # fmt: skip
+        (Path(config.output_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
 
     return train_fn
 
@@ -358,6 +361,20 @@ def test_train_seeds_cli_json(tmp_path):
     assert [(r["init_seed"], r["data_seed"]) for r in printed["runs"]] == [(7, 7), (8, 8), (9, 9)]
     assert printed["agreement"]["n_runs"] == 3 and printed["agreement"]["n_examples"] == 40
     assert len(printed["expected_max"]["test"]["accuracy"]["n"]) == 3
+    # an interrupted sweep (here: killed in its last run, before any checkpoint) continues
+    # with --resume: the finished runs are reused as they are, the last one starts over
+    import shutil
+
+    (out / "sweep.json").unlink()
+    shutil.rmtree(out / "run-i9-d9" / "model")
+    (out / "run-i9-d9" / "metrics.json").unlink()
+    kept = (out / "run-i7-d7" / "metrics.json").read_text()
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--resume", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    resumed = json.loads(result.stdout)
+    assert (out / "run-i7-d7" / "metrics.json").read_text() == kept and resumed["resumed"]
+    assert [r["scores"] for r in resumed["runs"]] == [r["scores"] for r in printed["runs"]]  # deterministic on CPU
+    assert resumed["agreement"] == printed["agreement"]
     # --data-seed fixes the data order: only the initialisation changes
     out2 = tmp_path / "init-only"
     result = CliRunner().invoke(main, [*args[:-2], "--seeds", "2", "--data-seed", "1", "-o", str(out2), "--quiet"])
@@ -382,3 +399,78 @@ def test_seeds_cli_bad_model_leaves_nothing(tmp_path):
     result = CliRunner().invoke(main, ["seeds", "--config", str(cfg), "--init-seeds", "0,1", "-o", str(out), "--quiet"])
     assert result.exit_code == 2 and "no-model" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ resuming an interrupted sweep
+class Crash(Exception):
+    pass
+
+
+def crashing_trainer(calls, crash_at: int, *, after_checkpoint: bool):
+    """fake_trainer that dies in call number `crash_at` (0-based), with or without a checkpoint."""
+    inner = fake_trainer(calls)
+
+    def train_fn(config):
+        if len(calls) == crash_at:
+            calls.append(("crash", config.seed, config.data_seed))
+            run_dir = Path(config.output_dir)
+            (run_dir / "dynamics").mkdir(parents=True, exist_ok=True)
+            if after_checkpoint:
+                (run_dir / "checkpoints" / "checkpoint-1").mkdir(parents=True, exist_ok=True)
+            raise Crash
+        return inner(config)
+
+    return train_fn
+
+
+def scores_of(sweep):
+    return [(r["init_seed"], r["data_seed"], r["completed"], r["scores"]["dev"]["accuracy"]) for r in sweep["runs"]]
+
+
+@pytest.mark.parametrize("after_checkpoint", [True, False])
+def test_resume_continues_an_interrupted_grid(tmp_path, after_checkpoint):
+    calls = []
+    with pytest.raises(Crash):
+        run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s",
+                  train_fn=crashing_trainer(calls, 2, after_checkpoint=after_checkpoint))  # fmt: skip
+    assert calls[2] == ("crash", 1, 0)
+    resumed_calls = []
+    sweep = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s", train_fn=fake_trainer(resumed_calls), resume=True)
+    # the two finished runs are reused; the crashed one resumes from its checkpoint, or starts
+    # over when it died before one; the last one starts fresh
+    assert [(c[0], c[1], c[3]) for c in resumed_calls] == [(1, 0, after_checkpoint), (1, 1, False)]
+    reference = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "ref", train_fn=fake_trainer([]))
+    assert scores_of(sweep) == scores_of(reference) and sweep["resumed"]
+    assert not list((tmp_path / "s").glob("run-*/checkpoints"))
+
+
+def test_resume_after_the_early_stopping_cut_ranks_as_before(tmp_path):
+    calls = []
+    # 4 runs to the cut, then the first continued run dies mid-way (call 4)
+    with pytest.raises(Crash):
+        run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s", early_stop=(4, 0.5, 2),
+                  train_fn=crashing_trainer(calls, 4, after_checkpoint=True))  # fmt: skip
+    assert (tmp_path / "s" / "early_stopping_cut.json").exists()
+    resumed_calls = []
+    sweep = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s", early_stop=(4, 0.5, 2),
+                      train_fn=fake_trainer(resumed_calls), resume=True)  # fmt: skip
+    # no run trains to the cut again: the two continued runs resume to the end
+    assert [(c[0], c[1], c[2], c[3]) for c in resumed_calls] == [(1, 0, 4, True), (1, 1, 4, True)]
+    reference = run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "ref", early_stop=(4, 0.5, 2),
+                          train_fn=fake_trainer([]))  # fmt: skip
+    assert scores_of(sweep) == scores_of(reference)
+    assert sweep["early_stopping"] == reference["early_stopping"]
+    assert sweep["compute"] == reference["compute"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    calls = []
+    with pytest.raises(Crash):
+        run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s", early_stop=(4, 0.5, 2),
+                  train_fn=crashing_trainer(calls, 4, after_checkpoint=True))  # fmt: skip
+    with pytest.raises(UsageError, match="learning_rate=2e-05, the sweep now says 0.001"):
+        run_sweep(base_config(learning_rate=1e-3), [0, 1], [0, 1], tmp_path / "s", early_stop=(4, 0.5, 2),
+                  train_fn=fake_trainer([]), resume=True)  # fmt: skip
+    with pytest.raises(UsageError, match="used t=4, now 3"):
+        run_sweep(base_config(), [0, 1], [0, 1], tmp_path / "s", early_stop=(3, 0.5, 2), train_fn=fake_trainer([]),
+                  resume=True)  # fmt: skip

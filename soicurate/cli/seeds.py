@@ -27,10 +27,11 @@ def _seed_list(ctx, param, value):
 @click.option("--metric", default="accuracy", show_default=True, type=click.Choice(["accuracy", "macro_f1"]), help="Metric that ranks runs.")
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (runs, sweep.json, plots, profile).")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each run's checkpoints/ (for resuming; about 3x the model each). By default they are deleted once a run is finished or stopped.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in the same directory: finished runs are reused, others resume from their last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print sweep.json on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary.")
-def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, output_dir, keep_checkpoints, as_json,
-          quiet):  # fmt: skip
+def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, output_dir, keep_checkpoints, resume,
+          as_json, quiet):  # fmt: skip
     """Fine-tune once per (init seed, data seed) pair and report seed sensitivity.
 
     Writes DIR/run-iI-dD/ (one `soicurate train` run each), DIR/sweep.json (final scores,
@@ -44,6 +45,7 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
       soicurate seeds --config exp.yaml --init-seeds 0,1,2 --data-seeds 0,1 -o sweeps/exp
       soicurate seeds --config exp.yaml --init-seeds 0,1,2,3 --data-seeds 0,1 \\
           --early-stop 8,0.5,2 -o sweeps/exp-es
+      soicurate seeds --config exp.yaml --init-seeds 0,1,2 --data-seeds 0,1 -o sweeps/exp --resume
     """
     import json
 
@@ -58,7 +60,7 @@ def seeds(config_file, init_seeds, data_seeds, early_stop, eval_set, metric, out
 
         silence_libraries()
     sweep = run_sweep(config, init_seeds, data_seeds, out, early, eval_set=eval_set, metric=metric,
-                      progress=not quiet and not as_json, keep_checkpoints=keep_checkpoints)  # fmt: skip
+                      progress=not quiet and not as_json, keep_checkpoints=keep_checkpoints, resume=resume)  # fmt: skip
     sweep = write_sweep(sweep, out)
     if as_json:
         click.echo(json.dumps(sweep, indent=2))

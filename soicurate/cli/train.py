@@ -43,7 +43,7 @@ def _eval_pairs(ctx, param, values):
 @click.option("--evaluate", type=click.Choice(["epoch", "end"]), help="Evaluate the --eval sets after every epoch or only at the end.  [default: epoch]")
 @click.option("--max-train-examples", type=int, help="Train on a random subset of this size (fixed by the data seed).")
 @click.option("--seeds", "n_seeds", type=click.IntRange(min=2), help="Run N fine-tuning runs (seeds SEED..SEED+N-1, data order changing with each unless --data-seed fixes it) as a seed sweep in OUTPUT_DIR; for grids and early stopping see `soicurate seeds`.")
-@click.option("--resume", is_flag=True, default=None, help="Resume from the last checkpoint in OUTPUT_DIR/checkpoints.")
+@click.option("--resume", is_flag=True, default=None, help="Resume from the last checkpoint in OUTPUT_DIR/checkpoints (with --seeds: continue the interrupted sweep in OUTPUT_DIR).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary.")
 def train(config_file, train_data, eval_data, label_names, n_seeds, as_json, quiet, **flags):
@@ -94,21 +94,22 @@ def train(config_file, train_data, eval_data, label_names, n_seeds, as_json, qui
 
 def train_seeds(config, n: int, *, fixed_data_seed: bool, as_json: bool, quiet: bool) -> None:
     """`train --seeds N`: N runs of one configuration, written and summarised as a sweep."""
+    import dataclasses
     import json
 
     from soicurate.cli.seeds import format_sweep
-    from soicurate.errors import UsageError
     from soicurate.training.seeds import check_sweep_dir, run_sweep, write_sweep
 
-    if config.resume:
-        raise UsageError("--seeds starts new runs; resume a single run with --resume and its own --output-dir")
     config.validate()
     out = check_sweep_dir(config.output_dir)
     init_seeds = list(range(config.seed, config.seed + n))
+    # --resume continues an interrupted sweep: finished runs are reused, the others resume
+    resume, config = config.resume, dataclasses.replace(config, resume=False)
+    progress = not quiet and not as_json
     if fixed_data_seed:  # only the initialisation changes
-        sweep = run_sweep(config, init_seeds, [config.effective_data_seed], out, progress=not quiet and not as_json)
+        sweep = run_sweep(config, init_seeds, [config.effective_data_seed], out, progress=progress, resume=resume)
     else:
-        sweep = run_sweep(config, init_seeds, init_seeds, out, paired=True, progress=not quiet and not as_json)
+        sweep = run_sweep(config, init_seeds, init_seeds, out, paired=True, progress=progress, resume=resume)
     sweep = write_sweep(sweep, out)
     if as_json:
         click.echo(json.dumps(sweep, indent=2))

@@ -52,7 +52,7 @@ def _score(metrics: dict, eval_set: str, metric: str) -> float | None:
 
 def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, *, eval_set: str | None = None,
               metric: str = "accuracy", train_fn=None, progress: bool = False, paired: bool = False,
-              keep_checkpoints: bool = False) -> dict:
+              keep_checkpoints: bool = False, resume: bool = False) -> dict:
     """Train one run per (init seed, data seed) pair into output_dir/run-i{I}-d{D}/.
 
     The pairs are the full grid init_seeds x data_seeds, or with `paired=True` the pairs
@@ -68,6 +68,11 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
     Unless `keep_checkpoints`, a run's checkpoints/ (kept by the trainer for resuming, with
     optimizer state: about 3x the model each) are deleted once the sweep is done with the run
     (finished, or stopped by early stopping); model/, dynamics/ and metrics.json stay.
+
+    With `resume`, an interrupted sweep continues in the same directory: a run whose
+    metrics.json shows it trained far enough is reused, one with a checkpoint resumes from
+    it, one that died before its first checkpoint starts over; a run trained with another
+    configuration is an error.
     """
     if train_fn is None:
         from soicurate.training.trainer import train as real_train
@@ -108,6 +113,13 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         if not keep_checkpoints:
             drop_checkpoints(out / run_dir_name(i, d))
 
+    def run(i, d, target, **changes):
+        """Train pair (i, d) to `target` epochs; with `resume`, reuse or continue what is there."""
+        config = config_for(i, d, **changes)
+        if not resume:
+            return train_fn(config)
+        return resume_run(config, target, train_fn)
+
     if early_stop is not None:
         t, f, p = check_early_stop(early_stop)
         if t > len(pairs):
@@ -124,29 +136,46 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
     early = None
     if early_stop is None:
         for i, d in pairs:
-            m = train_fn(config_for(i, d))
+            m = run(i, d, epochs)
             done_with(i, d)
             runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
                          "completed": True, "metrics": m})  # fmt: skip
         epochs_run = len(pairs) * epochs
     else:
         started = pairs[:t]
+        # The ranking at the cut is written down before any run continues (a continued run's
+        # metrics.json is overwritten at the end), so a resumed sweep ranks exactly as before.
+        cut_file = out / CUT_FILE
+        settings = {"t": t, "f": f, "cut_epoch": cut, "eval_set": eval_set, "metric": metric,
+                    "started": [list(k) for k in started]}  # fmt: skip
+        recorded = read_cut_file(cut_file, settings) if resume else None
         first = {}
-        for i, d in started:
-            first[(i, d)] = train_fn(config_for(i, d, stop_after_epoch=cut))
-        partial = {k: _score(m, eval_set, metric) for k, m in first.items()}
-        if all(v is None for v in partial.values()):
-            raise UsageError(f"early stopping: no run reported {metric} on {eval_set!r} after epoch {cut}, so runs "
-                             "cannot be ranked (does that evaluation set load and have labels?)")  # fmt: skip
+        if recorded is None:
+            for i, d in started:
+                first[(i, d)] = run(i, d, cut, stop_after_epoch=cut)
+            partial = {k: _score(m, eval_set, metric) for k, m in first.items()}
+            if all(v is None for v in partial.values()):
+                raise UsageError(f"early stopping: no run reported {metric} on {eval_set!r} after epoch {cut}, so "
+                                 "runs cannot be ranked (does that evaluation set load and have labels?)")  # fmt: skip
+            from soicurate.atomic import write_text_atomic
+
+            scores = [[i, d, partial[(i, d)]] for i, d in started]
+            cut_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(cut_file, json.dumps({**settings, "scores_at_cut": scores}, indent=2) + "\n")
+        else:
+            partial = {(i, d): score for i, d, score in recorded}
         order = sorted(started, key=lambda k: (-(partial[k] if partial[k] is not None else -math.inf),
                                                started.index(k)))  # fmt: skip
         keep = set(order[:p])
+        for i, d in started:
+            if (i, d) not in keep and (i, d) not in first:  # resumed after the cut: the stopped run as it was
+                first[(i, d)] = resume_run(config_for(i, d, stop_after_epoch=cut), cut, train_fn)
         for i, d in started:
             if (i, d) not in keep:
                 done_with(i, d)
         for i, d in started:
             if (i, d) in keep:
-                m = train_fn(config_for(i, d, resume=True))
+                m = run(i, d, epochs, resume=True)
                 done_with(i, d)
                 runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
                              "completed": True, "metrics": m})  # fmt: skip
@@ -179,10 +208,71 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         "runs": runs,
         "early_stopping": early,
         "checkpoints_kept": bool(keep_checkpoints),
+        "resumed": bool(resume),
         "compute": {"epochs_run": epochs_run, "epochs_full_sweep": full_epochs,
                     "epochs_saved": full_epochs - epochs_run,
                     "fraction_saved": (full_epochs - epochs_run) / full_epochs if full_epochs else 0.0},  # fmt: skip
     }
+
+
+CUT_FILE = "early_stopping_cut.json"
+
+
+def read_cut_file(path: Path, settings: dict):
+    """The [init seed, data seed, score] rows of an earlier try's ranking at the cut, or None
+    when there is none; an error when that try used other early-stopping settings."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rows = [(int(i), int(d), None if v is None else float(v)) for i, d, v in data["scores_at_cut"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: unreadable ({exc}); delete it to rerun the first phase") from None
+    for k, v in settings.items():
+        if data.get(k) != v:
+            raise UsageError(f"{path}: the interrupted sweep used {k}={data.get(k)!r}, now {v!r}; resume with the "
+                             "same --early-stop, --eval-set and --metric, or use another --output-dir")  # fmt: skip
+    return rows
+
+
+# settings that may differ between a run's recorded config and the sweep's without making it
+# another run: where it is written and how far this call trains it
+_RUN_LOCAL = ("output_dir", "resume", "stop_after_epoch")
+
+
+def resume_run(config, target: int, train_fn) -> dict:
+    """One run of an interrupted sweep: reuse it when its metrics.json shows at least `target`
+    epochs, else resume it from its last checkpoint, else (no checkpoint: it died in its first
+    epoch) start it over. Refuses a run whose recorded config differs from `config`."""
+    from soicurate.training.trainer import CHECKPOINT_SUBDIR, METRICS_NAME
+
+    run_dir = Path(config.output_dir)
+    metrics_path = run_dir / METRICS_NAME
+    if metrics_path.exists():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            recorded = dict(metrics["config"])
+            epochs_run = int(metrics["epochs_run"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{metrics_path}: unreadable run metrics ({exc}); move the run away to retrain it"
+                             ) from None  # fmt: skip
+        wanted = json.loads(json.dumps(config.to_dict()))  # as metrics.json stores it
+        changed = sorted(k for k in wanted if k not in _RUN_LOCAL and recorded.get(k) != wanted[k])
+        if changed:
+            k = changed[0]
+            raise UsageError(f"{run_dir}: trained with {k}={recorded.get(k)!r}, the sweep now says {wanted[k]!r}; "
+                             "resume with the same config, or use another --output-dir")  # fmt: skip
+        if epochs_run >= target:
+            return metrics
+    has_checkpoint = any((run_dir / CHECKPOINT_SUBDIR).glob("checkpoint-*"))
+    if has_checkpoint:
+        return train_fn(dataclasses.replace(config, resume=True))
+    if metrics_path.exists():
+        raise UsageError(f"{run_dir}: trained {epochs_run} of {target} epochs and its checkpoints are gone, so it "
+                         "cannot continue (sweeps that change t or p need --keep-checkpoints)")  # fmt: skip
+    if run_dir.exists():  # died before its first checkpoint: nothing to continue
+        shutil.rmtree(run_dir)
+    return train_fn(dataclasses.replace(config, resume=False))
 
 
 def drop_checkpoints(run_dir) -> None:
