@@ -79,6 +79,7 @@ class HubStandIn:
         self.lifetime_s = lifetime_s
         self.repos: dict[tuple[str, str], Repo] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.admitted = 0  # requests let through, counted on arrival (the log is written after the reply)
         self.seen_authorization: list[str] = []
         self.validated_cards: list[str] = []
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes (the emulated LFS storage)
@@ -186,8 +187,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, {"error": message}, headers=headers, head=head)
 
     def _dispatch(self):
+        # Counted on arrival, under the lock: counting the log instead raced, since a reply is
+        # logged after it is sent and the client's next request can arrive first.
         with self.hub._lock:
-            over = len(self.hub.log) >= self.hub.max_requests
+            over = self.hub.admitted >= self.hub.max_requests
+            if not over:
+                self.hub.admitted += 1
         if over:
             self._error(503, None, "stand-in request budget exhausted")
             threading.Thread(target=self.hub.stop, daemon=True).start()
