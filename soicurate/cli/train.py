@@ -94,7 +94,6 @@ def train(config_file, train_data, eval_data, label_names, n_seeds, as_json, qui
 
 def train_seeds(config, n: int, *, fixed_data_seed: bool, as_json: bool, quiet: bool) -> None:
     """`train --seeds N`: N runs of one configuration, written and summarised as a sweep."""
-    import dataclasses
     import json
 
     from soicurate.cli.seeds import format_sweep
@@ -103,8 +102,7 @@ def train_seeds(config, n: int, *, fixed_data_seed: bool, as_json: bool, quiet: 
     config.validate()
     out = check_sweep_dir(config.output_dir)
     init_seeds = list(range(config.seed, config.seed + n))
-    # --resume continues an interrupted sweep: finished runs are reused, the others resume
-    resume, config = config.resume, dataclasses.replace(config, resume=False)
+    resume = config.resume  # with --seeds: continue the interrupted sweep (finished runs reused)
     progress = not quiet and not as_json
     if fixed_data_seed:  # only the initialisation changes
         sweep = run_sweep(config, init_seeds, [config.effective_data_seed], out, progress=progress, resume=resume)

@@ -106,8 +106,15 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
     subset_seed = base_config.effective_subset_seed
 
     def config_for(i, d, **changes):
+        # a fresh run unless `changes` say resume: the sweep's own --resume is `resume`, not the
+        # base config's flag
+        changes = {"resume": False, **changes}
         return dataclasses.replace(base_config, seed=i, data_seed=d, subset_seed=subset_seed,
                                    output_dir=str(out / run_dir_name(i, d)), **changes)  # fmt: skip
+
+    def record(i, d, trained, completed, metrics):
+        runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": trained,
+                     "completed": completed, "metrics": metrics})  # fmt: skip
 
     def done_with(i, d):
         if not keep_checkpoints:
@@ -138,8 +145,7 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         for i, d in pairs:
             m = run(i, d, epochs)
             done_with(i, d)
-            runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
-                         "completed": True, "metrics": m})  # fmt: skip
+            record(i, d, epochs, True, m)
         epochs_run = len(pairs) * epochs
     else:
         started = pairs[:t]
@@ -167,21 +173,18 @@ def run_sweep(base_config, init_seeds, data_seeds, output_dir, early_stop=None, 
         order = sorted(started, key=lambda k: (-(partial[k] if partial[k] is not None else -math.inf),
                                                started.index(k)))  # fmt: skip
         keep = set(order[:p])
-        for i, d in started:
-            if (i, d) not in keep and (i, d) not in first:  # resumed after the cut: the stopped run as it was
-                first[(i, d)] = resume_run(config_for(i, d, stop_after_epoch=cut), cut, train_fn)
-        for i, d in started:
+        for i, d in started:  # the stopped runs are done with: their checkpoints go before anyone continues
             if (i, d) not in keep:
+                if (i, d) not in first:  # resumed after the cut: the stopped run as it was
+                    first[(i, d)] = resume_run(config_for(i, d, stop_after_epoch=cut), cut, train_fn)
                 done_with(i, d)
         for i, d in started:
             if (i, d) in keep:
                 m = run(i, d, epochs, resume=True)
                 done_with(i, d)
-                runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": epochs,
-                             "completed": True, "metrics": m})  # fmt: skip
+                record(i, d, epochs, True, m)
             else:
-                runs.append({"init_seed": i, "data_seed": d, "run_dir": str(out / run_dir_name(i, d)), "epochs": cut,
-                             "completed": False, "metrics": first[(i, d)]})  # fmt: skip
+                record(i, d, cut, False, first[(i, d)])
         epochs_run = t * cut + p * (epochs - cut)
         early = {
             "t": t, "f": f, "p": p, "cut_epoch": cut, "eval_set": eval_set, "metric": metric,
